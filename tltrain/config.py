@@ -1,0 +1,113 @@
+"""Everything a run needs, as plain dataclasses: flags fill them, the library reads them, and the
+whole thing is saved as JSON next to the checkpoints so a resumed run can check it is the same job."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+
+@dataclasses.dataclass
+class DataConfig:
+    records_dir: str = ""  # directory written by tools/make_tfrecords.py (local or gs://)
+    tfds_name: str = ""  # instead of records: a TFDS dataset, e.g. "tf_flowers"
+    tfds_data_dir: str | None = None
+    train_split: str = "train"
+    validation_split: str = "validation"
+    image_size: int = 0  # 0: the model's default size
+    batch_size: int = 32  # global batch, over all replicas and workers
+    shuffle_buffer: int = 2048
+    crop_area_range: tuple[float, float] = (0.08, 1.0)  # Inception-style random crop
+    crop_aspect_range: tuple[float, float] = (0.75, 1.333)
+    eval_crop_fraction: float = 0.875  # centre crop for evaluation and prediction
+    cache: bool = False  # cache decoded, resized images in memory (small data sets)
+    num_parallel_calls: int = -1  # -1: tf.data.AUTOTUNE
+    data_service: str = ""  # grpc://host:port of a tf.data service dispatcher
+    seed: int | None = None
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """On-device augmentation; `preset` fills the fields below unless they are set explicitly."""
+
+    preset: str = "flip"  # none | flip | seed_recipe
+    horizontal_flip: bool = True
+    vertical_flip: bool = False
+    rotation: float = 0.0  # degrees, uniform in [-rotation, rotation]
+    shift: float = 0.0  # fraction of height/width
+    zoom: float = 0.0  # fraction
+    shear: float = 0.0  # shear angle in radians-as-fraction, like ImageDataGenerator's shear_range
+    contrast: float = 0.0
+    brightness: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    seed: int | None = None
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    model: str = "mobilenet_v2"  # a key of tltrain.models.REGISTRY, or simple_cnn
+    weights: str = "imagenet"  # imagenet | none | PATH (.weights.h5, .keras, .h5)
+    alpha: float = 1.0  # width multiplier for the MobileNet families
+    feature_layer: str = ""  # cut the backbone at this layer; "" = its last layer
+    pooling: str = "avg"  # avg | max | flatten
+    head_units: tuple[int, ...] = ()
+    dropout: float = 0.2
+    l2: float = 0.0
+    min_matched_fraction: float = 0.9  # weights from PATH: error when fewer backbone layers match
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model_dir: str = ""
+    epochs: int = 5  # phase 1: frozen backbone, new head
+    fine_tune_epochs: int = 0  # phase 2: top of the backbone unfrozen
+    fine_tune_at: str = ""  # layer index, layer name or block name; "" = the model's default cut
+    freeze: str = "backbone"  # backbone | none
+    fine_tune_batchnorm: bool = False
+    optimizer: str = "adam"  # adam | sgd | rmsprop
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 0.0  # 0: learning_rate / 10
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    class_weight: str = "none"  # none | balanced
+    steps_per_epoch: int = 0  # 0: from dataset.json
+    validation_steps: int = 0  # 0: the whole validation split
+    steps_per_execution: int = 1
+    checkpoint_steps: int = 0  # 0: only at the end of each epoch
+    stop_at_accuracy: float = 0.0  # 0: never stop early
+    mixed_precision: str = "auto"  # auto | float16 | bfloat16 | none
+    scale_learning_rate: str = "none"  # none | linear (with the number of replicas)
+    profile_steps: tuple[int, int] | None = None
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class StrategyConfig:
+    strategy: str = "default"  # default | one_device | mirrored | multi_worker | tpu
+    tpu: str = ""  # TPU name, or "local" on a TPU VM
+    num_cpu_devices: int = 0  # split the CPU into N logical devices (tests, demos)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        raw = json.loads(text)
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for name, section_cls in zip(sections, (DataConfig, AugmentConfig, ModelConfig, TrainConfig, StrategyConfig)):
+            known = {f.name for f in dataclasses.fields(section_cls)}
+            values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.get(name, {}).items() if k in known}
+            kwargs[name] = section_cls(**values)
+        return cls(**kwargs)
