@@ -1,0 +1,296 @@
+"""launch/: dry runs print the commands a real job needs; local_cluster, gpu_workers and data_service really
+start processes (on this machine, addressed through 127.0.0.1 only) and stop them all when one fails."""
+
+import importlib.util
+import io
+import json
+import os
+import pathlib
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+LAUNCH = REPO_ROOT / "launch"
+SHELL_SCRIPTS = ["launch/common.sh", "launch/tpu_vm.sh", "launch/gpu_workers.sh"]
+GUARD_TIMEOUT_S = 120  # only so that a broken stop cannot hang the suite
+
+
+def load_launch_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"launch_{name}", LAUNCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+local_cluster = load_launch_module("local_cluster")
+
+FAKE_WORKER = """
+import json, os, sys, time
+config = json.loads(os.environ["TF_CONFIG"])
+index = config["task"]["index"]
+print("worker", index, "cluster", ",".join(config["cluster"]["worker"]), "args", *sys.argv[1:], flush=True)
+if index == int(os.environ.get("FAIL_INDEX", "-1")):
+    sys.exit(3)
+time.sleep(float(os.environ.get("SLEEP_S", "0")))
+print("finished", flush=True)
+"""
+
+
+@pytest.fixture
+def fake_worker(tmp_path):
+    """A module that prints its TF_CONFIG, then fails (worker FAIL_INDEX) or sleeps SLEEP_S and finishes."""
+    (tmp_path / "fake_worker.py").write_text(FAKE_WORKER)
+    return tmp_path
+
+
+def run_script(script, *args, env=None, check=True):
+    result = subprocess.run(
+        ["bash", str(LAUNCH / script), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=GUARD_TIMEOUT_S,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def command_lines(stdout: str) -> list[list[str]]:
+    return [shlex.split(line) for line in stdout.splitlines()]
+
+
+def flag(argv: list[str], name: str) -> str:
+    """The value of --name=VALUE or `--name VALUE` in argv."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+        if arg == name:
+            return argv[i + 1]
+    raise AssertionError(f"{name} not in {argv}")
+
+
+TPU_ENV = {
+    "TPU_NAME": "my-tpu",
+    "ZONE": "europe-west4-a",
+    "ACCELERATOR_TYPE": "v3-8",
+    "TF_VERSION": "2.18.0",
+    "PROJECT": "my-project",
+    "RECORDS_DIR": "gs://bucket/records",
+    "MODEL_DIR": "gs://bucket/runs/1",
+    "CREATE_FLAGS": "--spot",
+}
+TPU_VM = ["gcloud", "compute", "tpus", "tpu-vm"]
+LOCATION = ["--zone=europe-west4-a", "--project=my-project"]
+
+
+def test_tpu_vm_dry_run_prints_create_install_train_delete():
+    result = run_script("tpu_vm.sh", "--dry_run", "all", "--", "--batch_size=1024", "--model=it's odd", env=TPU_ENV)
+    lines = command_lines(result.stdout)
+    create = [*TPU_VM, "create", "my-tpu", *LOCATION, "--accelerator-type=v3-8"]
+    assert lines[0] == [*create, "--version=tpu-vm-tf-2.18.0-pjrt", "--spot"]
+    assert lines[-1] == [*TPU_VM, "delete", "my-tpu", *LOCATION, "--quiet"]
+    wheel = next(line for line in lines if line[:3] == ["python3", "-m", "pip"])
+    assert wheel[-1] == str(REPO_ROOT)
+    ssh = [line for line in lines if line[:5] == [*TPU_VM, "ssh"]]
+    assert [flag(line, "--worker") for line in ssh] == ["0", "0"]
+    assert "pip install" in flag(ssh[0], "--command")
+    train = shlex.split(flag(ssh[1], "--command"))
+    job = train[train.index("python3") : train.index(">")]
+    assert job == [
+        "python3",
+        "-m",
+        "tltrain.main",
+        "--strategy=tpu",
+        "--tpu=local",
+        "--records_dir=gs://bucket/records",
+        "--model_dir=gs://bucket/runs/1",
+        "--batch_size=1024",
+        "--model=it's odd",
+    ]
+    assert "TF_PLUGGABLE_DEVICE_LIBRARY_PATH=/lib/libtpu.so" in train  # the PJRT runtime
+    assert lines.index(ssh[1]) < len(lines) - 1  # trains before the delete
+    assert not any("scp" in line and "--recurse" in line for line in lines)  # everything stays on gs://
+
+
+def test_tpu_vm_dry_run_copies_local_records_and_model_dir(tmp_path):
+    records = tmp_path / "flowers"
+    records.mkdir()
+    (records / "dataset.json").write_text("{}")
+    env = {**TPU_ENV, "RECORDS_DIR": str(records), "MODEL_DIR": ""}
+    lines = command_lines(run_script("tpu_vm.sh", "--dry_run", "run", env=env).stdout)
+    assert lines[0] == [*TPU_VM, "scp", "--recurse", str(records), "my-tpu:", *LOCATION, "--worker=0"]
+    train = shlex.split(flag(lines[1], "--command"))
+    assert "--records_dir=flowers" in train and "--model_dir=tltrain_model" in train
+    down = command_lines(run_script("tpu_vm.sh", "--dry_run", "down", env=env).stdout)
+    assert down[0] == [*TPU_VM, "scp", "--recurse", "my-tpu:tltrain_model", ".", *LOCATION, "--worker=0"]
+    assert down[1][:5] == [*TPU_VM, "delete"]
+
+
+def test_tpu_vm_pod_dry_run_installs_on_every_host_and_trains_from_worker_0():
+    env = {**TPU_ENV, "ACCELERATOR_TYPE": ""}
+    lines = command_lines(run_script("tpu_vm.sh", "--dry_run", "--pod", "up", "run", env=env).stdout)
+    assert lines[0][:9] == [*TPU_VM, "create", "my-tpu", *LOCATION, "--accelerator-type=v4-32"]
+    assert "--version=tpu-vm-tf-2.18.0-pod-pjrt" in lines[0]
+    scp, install, train_ssh = lines[-3:]
+    assert flag(scp, "--worker") == "all" and flag(install, "--worker") == "all"
+    assert flag(train_ssh, "--worker") == "0"
+    train = shlex.split(flag(train_ssh, "--command"))
+    assert "TPU_LOAD_LIBRARY=0" in train and "--tpu=my-tpu" in train and "--strategy=tpu" in train
+
+
+def test_tpu_vm_rejects_bad_configuration_before_creating_anything():
+    pod_local = run_script("tpu_vm.sh", "--dry_run", "--pod", "all", env={**TPU_ENV, "RECORDS_DIR": "records"}, check=False)
+    assert pod_local.returncode == 2 and pod_local.stdout == ""
+    assert "RECORDS_DIR and MODEL_DIR on gs://" in pod_local.stderr
+    missing = run_script("tpu_vm.sh", "all", env={**TPU_ENV, "RECORDS_DIR": "/no/such/records"}, check=False)
+    assert missing.returncode == 2 and "/no/such/records has no dataset.json" in missing.stderr
+    unknown = run_script("tpu_vm.sh", "--dryrun", "up", check=False)
+    assert unknown.returncode == 2 and "unknown argument '--dryrun'" in unknown.stderr
+
+
+def test_gpu_workers_dry_run_gives_each_host_its_tf_config():
+    env = {"PORT": "2345", "REMOTE_DIR": "/srv/tl train", "PYTHON": "python3.11"}
+    hosts = "alice@gpu-a,gpu-b:3333,10.0.0.5"
+    result = run_script("gpu_workers.sh", "--dry_run", f"--hosts={hosts}", "--", "--batch_size=256", "--x=a b", env=env)
+    lines = command_lines(result.stdout)
+    assert [line[:5] for line in lines] == [
+        ["ssh", "-tt", "-o", "BatchMode=yes", target] for target in ("alice@gpu-a", "gpu-b", "10.0.0.5")
+    ]
+    for index, line in enumerate(lines):
+        remote = shlex.split(line[5])
+        assert remote[:3] == ["cd", "/srv/tl train", "&&"]
+        assert json.loads(remote[3].removeprefix("TF_CONFIG=")) == {
+            "cluster": {"worker": ["gpu-a:2345", "gpu-b:3333", "10.0.0.5:2345"]},
+            "task": {"type": "worker", "index": index},
+        }
+        assert remote[4:] == ["exec", "python3.11", "-m", "tltrain.main", "--strategy=multi_worker", "--batch_size=256", "--x=a b"]
+
+
+def test_gpu_workers_hosts_file_and_missing_hosts(tmp_path):
+    hosts_file = tmp_path / "hosts.txt"
+    hosts_file.write_text("# cluster\nnode-a\n\nnode-b:2500\n")
+    lines = command_lines(run_script("gpu_workers.sh", "--dry_run", f"--hosts_file={hosts_file}").stdout)
+    assert [line[4] for line in lines] == ["node-a", "node-b"]
+    no_hosts = run_script("gpu_workers.sh", "--dry_run", check=False)
+    assert no_hosts.returncode == 2 and "no hosts" in no_hosts.stderr
+
+
+def test_gpu_workers_streams_prefixed_logs_and_stops_all_when_one_fails(fake_worker):
+    """The real (not dry) path, with an `ssh` that runs the remote command here."""
+    bin_dir = fake_worker / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text('#!/usr/bin/env bash\nexec bash -c "${!#}"\n')
+    (bin_dir / "fake_python").write_text(f'#!/usr/bin/env bash\nshift 2\nexec {sys.executable} {fake_worker}/fake_worker.py "$@"\n')
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": "fake_python", "FAIL_INDEX": "1", "SLEEP_S": "600"}
+    result = run_script("gpu_workers.sh", "--hosts=node-a,node-b", "--", "--batch_size=8", env=env, check=False)
+    assert result.returncode == 3, result.stderr
+    assert "[worker 1 node-b] worker 1 cluster node-a:2222,node-b:2222 args --strategy=multi_worker --batch_size=8" in result.stdout
+    assert "finished" not in result.stdout  # worker 0 was stopped, not waited for
+    assert "a worker failed (exit 3)" in result.stderr
+
+
+def test_shell_scripts_pass_shellcheck():
+    if shutil.which("shellcheck") is None:
+        message = "shellcheck is not installed (apt-get install shellcheck)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    result = subprocess.run(["shellcheck", "-x", *SHELL_SCRIPTS], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_tf_configs_share_the_cluster_and_number_the_tasks():
+    assert local_cluster.tf_configs([1111, 2222]) == [
+        {"cluster": {"worker": ["127.0.0.1:1111", "127.0.0.1:2222"]}, "task": {"type": "worker", "index": 0}},
+        {"cluster": {"worker": ["127.0.0.1:1111", "127.0.0.1:2222"]}, "task": {"type": "worker", "index": 1}},
+    ]
+    ports = local_cluster.free_ports(3)
+    assert len(set(ports)) == 3 and all(port > 0 for port in ports)
+
+
+def test_local_cluster_dry_run_prints_each_worker():
+    result = subprocess.run(
+        [sys.executable, str(LAUNCH / "local_cluster.py"), "--dry_run", "--num_workers=3", "--", "--model_dir=run 1"],
+        capture_output=True,
+        text=True,
+        timeout=GUARD_TIMEOUT_S,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = command_lines(result.stdout)
+    configs = [json.loads(line[0].removeprefix("TF_CONFIG=")) for line in lines]
+    assert [config["task"] for config in configs] == [{"type": "worker", "index": i} for i in range(3)]
+    addresses = configs[0]["cluster"]["worker"]
+    assert len(set(addresses)) == 3 and all(address.startswith("127.0.0.1:") for address in addresses)
+    assert all(config["cluster"]["worker"] == addresses for config in configs)
+    assert all(line[2:] == ["-m", "tltrain.main", "--strategy=multi_worker", "--model_dir=run 1"] for line in lines)
+
+
+def test_local_cluster_runs_every_worker_with_its_tf_config(fake_worker):
+    out = io.StringIO()
+    status = local_cluster.run_cluster(
+        ["--batch_size=8"], num_workers=2, module="fake_worker", env={"PYTHONPATH": str(fake_worker)}, out=out
+    )
+    assert status == 0, out.getvalue()
+    lines = out.getvalue().splitlines()
+    for index in range(2):
+        started = next(line for line in lines if line.startswith(f"[worker {index}] worker {index} cluster 127.0.0.1:"))
+        assert started.endswith("args --strategy=multi_worker --batch_size=8")
+        assert f"[worker {index}] finished" in lines
+
+
+def test_local_cluster_stops_all_workers_when_one_fails(fake_worker):
+    out = io.StringIO()
+    env = {"PYTHONPATH": str(fake_worker), "FAIL_INDEX": "1", "SLEEP_S": "600"}
+    cluster = local_cluster.LocalCluster([], num_workers=3, module="fake_worker", env=env, out=out)
+    cluster.start()
+    status = cluster.wait(timeout_s=GUARD_TIMEOUT_S)
+    assert status == 3, out.getvalue()
+    assert [process.returncode for process in cluster.processes] == [-signal.SIGTERM, 3, -signal.SIGTERM]
+    assert "finished" not in out.getvalue()
+    assert "[local_cluster] worker 1 failed (exit 3): stopping the others" in out.getvalue()
+
+
+def test_local_cluster_timeout_stops_the_job(fake_worker):
+    out = io.StringIO()
+    env = {"PYTHONPATH": str(fake_worker), "SLEEP_S": "600"}
+    status = local_cluster.run_cluster([], num_workers=1, module="fake_worker", env=env, timeout_s=1, out=out)
+    assert status == 124 and "timed out" in out.getvalue()
+
+
+@pytest.mark.slow
+def test_data_service_serves_a_pipeline_on_localhost():
+    import tensorflow as tf
+
+    server = subprocess.Popen(
+        [sys.executable, str(LAUNCH / "data_service.py"), "--port=0", "--num_workers=2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("--data_service=grpc://127.0.0.1:"), line + server.stderr.read()
+        address = line.strip().split("=", 1)[1]
+
+        def through_service(mode):
+            dataset = tf.data.Dataset.range(10).map(lambda x: x * 3)
+            dataset = dataset.apply(tf.data.experimental.service.distribute(processing_mode=mode, service=address))
+            return sorted(dataset.as_numpy_iterator())
+
+        assert through_service("distributed_epoch") == list(range(0, 30, 3))  # each element once over 2 workers
+        assert through_service("parallel_epochs") == sorted(list(range(0, 30, 3)) * 2)  # one epoch per worker
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=GUARD_TIMEOUT_S) == 0
+        assert "tf.data service stopped" in server.stderr.read()
+    finally:
+        if server.poll() is None:
+            server.kill()
