@@ -26,14 +26,6 @@ FEATURES = {
 }
 
 
-def _bytes(value: bytes) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
-def _int64(value: int) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-
-
 def encode_example(
     *,
     encoded: bytes,
@@ -46,19 +38,30 @@ def encode_example(
     filename: str,
     source_id: str,
 ) -> bytes:
-    """Serializes one image as a tf.train.Example in the schema above."""
-    feature = {
-        "image/encoded": _bytes(encoded),
-        "image/format": _bytes(image_format.encode()),
-        "image/class/label": _int64(label),
-        "image/class/text": _bytes(class_name.encode()),
-        "image/height": _int64(height),
-        "image/width": _int64(width),
-        "image/channels": _int64(channels),
-        "image/filename": _bytes(filename.encode()),
-        "image/source_id": _bytes(source_id.encode()),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    """Serializes one image as a tf.train.Example in the schema above.
+
+    Filled in place (nested constructors copy the image bytes several times, ~3x slower) and serialized
+    deterministically: the feature map's order is otherwise random per process, and identical input must
+    give byte-identical shards.
+    """
+    example = tf.train.Example()
+    feature = example.features.feature
+    for key, value in (
+        ("image/encoded", encoded),
+        ("image/format", image_format.encode()),
+        ("image/class/text", class_name.encode()),
+        ("image/filename", filename.encode()),
+        ("image/source_id", source_id.encode()),
+    ):
+        feature[key].bytes_list.value.append(value)
+    for key, value in (
+        ("image/class/label", label),
+        ("image/height", height),
+        ("image/width", width),
+        ("image/channels", channels),
+    ):
+        feature[key].int64_list.value.append(value)
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
