@@ -1,0 +1,101 @@
+"""Build the tf.distribute strategy a run asks for, and decide where this worker may write.
+
+The strategy is created before any dataset or model, so every variable lands in its scope. Only the chief
+of a multi-worker job writes to the real model_dir; the others write to a temporary directory (they must
+still take part in checkpoint saves, which are collective) that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from tltrain.config import StrategyConfig
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+def configure_cpu_devices(num_cpu_devices: int) -> None:
+    """Splits the first CPU into N logical devices (tests and demos of multi-replica code on one CPU).
+
+    Must run before anything touches the devices: TensorFlow fixes the device list at first use.
+    """
+    if num_cpu_devices <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
+    except RuntimeError as e:
+        raise RuntimeError(f"--num_cpu_devices={num_cpu_devices}: devices were already initialised ({e})") from e
+
+
+def _replica_devices() -> list[str]:
+    """GPUs when there are any, else every logical CPU (several after --num_cpu_devices)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+
+
+def make_strategy(cfg: StrategyConfig) -> tf.distribute.Strategy:
+    """The strategy named by --strategy; a ValueError with one line when it cannot be had."""
+    if cfg.strategy not in STRATEGIES:
+        raise ValueError(f"--strategy={cfg.strategy}: unknown; choose one of {', '.join(STRATEGIES)}")
+    if cfg.strategy == "default":
+        return tf.distribute.get_strategy()
+    if cfg.strategy == "one_device":
+        return tf.distribute.OneDeviceStrategy(_replica_devices()[0])
+    if cfg.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy(_replica_devices())
+    if cfg.strategy == "multi_worker":
+        # TF_CONFIG names the cluster and this task; without it this is a one-worker job.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return _tpu_strategy(cfg.tpu)
+
+
+def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
+    name = tpu or "local"
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="" if name == "local" else name)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--strategy=tpu --tpu={name}: no TPU reachable ({detail})") from e
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def task() -> tuple[str | None, int]:
+    """(task type, task index) of this process from TF_CONFIG; (None, 0) outside a cluster."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task_spec = tf_config.get("task") or {}
+    return task_spec.get("type"), int(task_spec.get("index", 0))
+
+
+def is_chief() -> bool:
+    """The task that writes: the 'chief' when the cluster has one, else worker 0, else the only process."""
+    task_type, index = task()
+    if task_type is None:
+        return True
+    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+    if "chief" in cluster:
+        return task_type == "chief"
+    return task_type == "worker" and index == 0
+
+
+def write_dir(path: str) -> str:
+    """Where this task writes what belongs in `path`: `path` itself on the chief, a fresh temporary
+    directory elsewhere (remove it with cleanup_write_dir)."""
+    if is_chief():
+        return path
+    task_type, index = task()
+    return tempfile.mkdtemp(prefix=f"tltrain-{task_type}{index}-{posixpath.basename(path.rstrip('/'))}-")
+
+
+def cleanup_write_dir(path: str, written: str) -> None:
+    """Removes a non-chief task's temporary directory (never the real one)."""
+    if written != path:
+        shutil.rmtree(written, ignore_errors=True)
