@@ -1,0 +1,498 @@
+"""Backbones and the classifier built on them.
+
+One registry entry per `keras.applications` family says how to construct it, what image size it wants, how its
+pixels are preprocessed, and where its fine-tuning blocks start. `build_classifier` puts the family's own
+`preprocess_input` inside the model (so the host ships uint8 and exports carry their preprocessing), loads
+weights from ImageNet, nothing, or any Keras file holding the same backbone, and adds the head. `set_phase`
+decides what trains: a frozen backbone keeps its BatchNorm statistics because a non-trainable Keras 3
+BatchNormalization always runs in inference mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import functools
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+
+import h5py
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from keras import layers
+
+from tltrain.config import ModelConfig
+
+# keras.applications downloads ImageNet weights with this module's get_file (into keras_home()/models); we wrap
+# it to name the file when that fails offline.
+from keras.src.backend import config as _keras_config  # isort: skip
+from keras.src.utils import file_utils as _keras_file_utils  # isort: skip
+
+A = keras.applications
+POOLINGS = ("avg", "max", "flatten")
+TRAINING_PHASES = ("transfer", "fine_tune", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    constructor: Callable[..., keras.Model]  # keras.applications-style: include_top, weights, input_shape, name
+    preprocess: Callable  # the family's own preprocess_input: pixels in [0, 255] -> backbone input
+    scaling: str  # what `preprocess` does, for --model=list
+    default_size: int
+    min_size: int
+    fine_tune_at: str  # default first trainable block of phase 2
+    block_pattern: str  # regex over layer names; group 1 is the block a layer marks
+    blocks_hint: str  # the block names, for --model=list and errors
+    block_marks: str = "start"  # "start": a block begins at its first marked layer; "end": a marked layer ends it
+    imagenet_alphas: tuple[float, ...] = ()  # non-empty: the family takes --alpha; these have ImageNet weights
+    has_imagenet: bool = True
+
+
+def _simple_cnn(include_top=False, weights=None, input_shape=(64, 64, 3)):
+    """From-scratch baseline for the "is transfer worth it" comparison: three conv-BN-ReLU x2 + pool blocks."""
+    if include_top or weights is not None:
+        raise ValueError("simple_cnn has no top and no pretrained weights")
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for block, filters in enumerate((32, 64, 128), start=1):
+        for conv in (1, 2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv{conv}")(x)
+            x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+            x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
+        x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
+    return keras.Model(inputs, x, name="simple_cnn")
+
+
+_TF = "[-1, 1]"
+_CAFFE = "BGR, ImageNet mean"
+_TORCH = "[0, 1], ImageNet mean/std"
+_INSIDE = "in the backbone"  # families built with include_preprocessing: preprocess_input is the identity
+
+
+def _efficientnets() -> dict[str, BackboneSpec]:
+    v1 = {f"efficientnet_b{i}": BackboneSpec(
+        getattr(A, f"EfficientNetB{i}"), A.efficientnet.preprocess_input, _INSIDE, size, 32, "block6a",
+        r"^(block\d+[a-z])_", "block1a .. block7*")
+        for i, size in enumerate((224, 240, 260, 300, 380, 456, 528, 600))}
+    v2 = {f"efficientnet_v2_{suffix.lower()}": BackboneSpec(
+        getattr(A, f"EfficientNetV2{suffix}"), A.efficientnet_v2.preprocess_input, _INSIDE, size, 32, "block6a",
+        r"^(block\d+[a-z])_", "block1a .. block6*" if suffix[0] in "BS" else "block1a .. block7*")
+        for suffix, size in (("B0", 224), ("B1", 240), ("B2", 260), ("B3", 300), ("S", 384), ("M", 480),
+                             ("L", 480))}
+    return {**v1, **v2}
+
+
+def _resnets() -> dict[str, BackboneSpec]:
+    specs = {}
+    for depth in (50, 101, 152):
+        specs[f"resnet{depth}"] = BackboneSpec(
+            getattr(A, f"ResNet{depth}"), A.resnet.preprocess_input, _CAFFE, 224, 32, "conv5_block1",
+            r"^(conv\d_block\d+)_", "conv2_block1 .. conv5_block3")
+        specs[f"resnet{depth}_v2"] = dataclasses.replace(
+            specs[f"resnet{depth}"], constructor=getattr(A, f"ResNet{depth}V2"),
+            preprocess=A.resnet_v2.preprocess_input, scaling=_TF)
+    return specs
+
+
+def _densenets_vggs_convnexts() -> dict[str, BackboneSpec]:
+    specs = {}
+    for depth in (121, 169, 201):
+        specs[f"densenet{depth}"] = BackboneSpec(
+            getattr(A, f"DenseNet{depth}"), A.densenet.preprocess_input, _TORCH, 224, 32, "conv5_block1",
+            r"^(conv\d_block\d+)_", "conv2_block1 .. conv5_block16|32")
+    for depth, module in ((16, A.vgg16), (19, A.vgg19)):
+        specs[f"vgg{depth}"] = BackboneSpec(
+            getattr(A, f"VGG{depth}"), module.preprocess_input, _CAFFE, 224, 32, "block5", r"^(block\d)_",
+            "block1 .. block5")
+    for size in ("Tiny", "Small", "Base", "Large", "XLarge"):
+        specs[f"convnext_{size.lower()}"] = BackboneSpec(
+            getattr(A, f"ConvNeXt{size}"), A.convnext.preprocess_input, _INSIDE, 224, 32, "stage_3_block_0",
+            r"_(stage_\d_block_\d+)_", "stage_0_block_0 .. stage_3_block_2")
+    return specs
+
+
+REGISTRY: dict[str, BackboneSpec] = {
+    "mobilenet_v2": BackboneSpec(
+        A.MobileNetV2, A.mobilenet_v2.preprocess_input, _TF, 224, 32, "block_13", r"^(expanded_conv|block_\d+)_",
+        "expanded_conv, block_1 .. block_16", imagenet_alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4)),
+    "mobilenet_v3_small": BackboneSpec(
+        A.MobileNetV3Small, A.mobilenet_v3.preprocess_input, _INSIDE, 224, 32, "expanded_conv_8",
+        r"^(expanded_conv(?:_\d+)?)_", "expanded_conv, expanded_conv_1 .. expanded_conv_10",
+        imagenet_alphas=(0.75, 1.0)),
+    "mobilenet_v3_large": BackboneSpec(
+        A.MobileNetV3Large, A.mobilenet_v3.preprocess_input, _INSIDE, 224, 32, "expanded_conv_12",
+        r"^(expanded_conv(?:_\d+)?)_", "expanded_conv, expanded_conv_1 .. expanded_conv_14",
+        imagenet_alphas=(0.75, 1.0)),
+    **_efficientnets(),
+    **_resnets(),
+    # Inception blocks start with auto-named convolutions, so they are found by the layer that ends them:
+    # fine_tune_at=mixed9 trains mixed9 and mixed10, i.e. layers[249:], the classic "top two blocks".
+    "inception_v3": BackboneSpec(
+        A.InceptionV3, A.inception_v3.preprocess_input, _TF, 299, 75, "mixed9", r"^(mixed\d+)$",
+        "mixed0 .. mixed10", block_marks="end"),
+    "inception_resnet_v2": BackboneSpec(
+        A.InceptionResNetV2, A.inception_resnet_v2.preprocess_input, _TF, 299, 75, "mixed_7a",
+        r"^(mixed_\d[a-z]|block\d+_\d+)(?:_ac)?$", "mixed_5b, block35_1 .., mixed_6a, block17_1 .., mixed_7a, "
+        "block8_1 .. block8_9", block_marks="end"),
+    "xception": BackboneSpec(
+        A.Xception, A.xception.preprocess_input, _TF, 299, 71, "block13", r"^(block\d+)_", "block1 .. block14"),
+    **_densenets_vggs_convnexts(),
+    "nasnet_mobile": BackboneSpec(
+        A.NASNetMobile, A.nasnet.preprocess_input, _TF, 224, 32, "normal_concat_9",
+        r"^((?:normal|reduction)_concat_\w+)$", "reduction_concat_stem_1 .., normal_concat_0 .. normal_concat_12",
+        block_marks="end"),
+    "simple_cnn": BackboneSpec(
+        _simple_cnn, functools.partial(A.imagenet_utils.preprocess_input, mode="tf"), _TF, 64, 8, "block1",
+        r"^(block\d)_", "block1 .. block3", has_imagenet=False),
+}
+
+
+def _lookup(name: str) -> str:
+    """The registry key for `name`, also accepting Keras spellings such as MobileNetV2 or EfficientNetB0."""
+    if name in REGISTRY:
+        return name
+    squashed = {key.replace("_", ""): key for key in REGISTRY}
+    key = squashed.get(re.sub(r"[\W_]", "", name).lower())
+    if key is None:
+        close = difflib.get_close_matches(name.lower(), REGISTRY, n=4, cutoff=0.5)
+        hint = f"close matches: {', '.join(close)}; " if close else ""
+        raise ValueError(f"unknown --model={name}: {hint}--model=list shows all {len(REGISTRY)}")
+    return key
+
+
+def describe_models() -> str:
+    """The --model=list table: one row per registry entry."""
+    header = ("model", "keras.applications", "size", "min", "preprocessing", "fine_tune_at", "blocks")
+    rows = [header] + [
+        (key + (" (alpha)" if spec.imagenet_alphas else ""),
+         spec.constructor.__name__ if spec.has_imagenet else "(tltrain, from scratch)", str(spec.default_size),
+         str(spec.min_size), spec.scaling, spec.fine_tune_at, spec.blocks_hint)
+        for key, spec in REGISTRY.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
+
+
+def validate(model_cfg: ModelConfig, image_size: int) -> int:
+    """Checks the model flags before anything is built; returns the image size to use (its default for 0)."""
+    spec = REGISTRY[_lookup(model_cfg.model)]
+    size = image_size or spec.default_size
+    if size < spec.min_size:
+        raise ValueError(f"--image_size={size} is too small for {model_cfg.model}: it needs at least {spec.min_size}")
+    if model_cfg.pooling not in POOLINGS:
+        raise ValueError(f"--pooling={model_cfg.pooling} is not one of {'|'.join(POOLINGS)}")
+    if not 0.0 <= model_cfg.dropout < 1.0:
+        raise ValueError(f"--dropout={model_cfg.dropout} must be in [0, 1)")
+    if model_cfg.l2 < 0:
+        raise ValueError(f"--l2={model_cfg.l2} must be >= 0")
+    if any(units <= 0 for units in model_cfg.head_units):
+        raise ValueError(f"--head_units={','.join(map(str, model_cfg.head_units))} must be positive")
+    if not 0.0 < model_cfg.min_matched_fraction <= 1.0:
+        raise ValueError(f"--min_matched_fraction={model_cfg.min_matched_fraction} must be in (0, 1]")
+    if model_cfg.alpha != 1.0 and not spec.imagenet_alphas:
+        raise ValueError(f"--alpha={model_cfg.alpha} only applies to the MobileNet families, not {model_cfg.model}")
+    weights = model_cfg.weights
+    if weights == "imagenet":
+        if not spec.has_imagenet:
+            raise ValueError(f"{model_cfg.model} has no ImageNet weights: use --weights=none (or a PATH)")
+        if spec.imagenet_alphas and model_cfg.alpha not in spec.imagenet_alphas:
+            raise ValueError(f"--alpha={model_cfg.alpha}: {model_cfg.model} has ImageNet weights only for alpha in "
+                             f"{', '.join(map(str, spec.imagenet_alphas))} (or use --weights=none)")
+    elif weights != "none" and not tf.io.gfile.exists(weights):
+        raise ValueError(f"--weights={weights}: no such file (expected imagenet, none, or a .weights.h5/.keras/.h5)")
+    return size
+
+
+@keras.saving.register_keras_serializable(package="tltrain")
+class BackbonePreprocess(layers.Layer):
+    """The backbone family's own preprocess_input, as a layer: runs on the accelerator, travels with exports.
+
+    Always float32: caffe-style mean subtraction in bfloat16 would round pixels to whole steps of 1-2.
+    """
+
+    def __init__(self, model: str, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.model = model
+        self._preprocess = REGISTRY[_lookup(model)].preprocess
+
+    def call(self, pixels):
+        return self._preprocess(keras.ops.cast(pixels, "float32"))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "model": self.model}
+
+
+def build_classifier(model_cfg: ModelConfig, num_classes: int, image_size: int) -> keras.Model:
+    """Pixels in [0, 255] (uint8 or float) -> class probabilities, float32 whatever the dtype policy."""
+    size = validate(model_cfg, image_size)
+    key = _lookup(model_cfg.model)
+    backbone = _build_backbone(key, model_cfg, size)
+    inputs = keras.Input((size, size, 3), name="pixels")
+    x = BackbonePreprocess(key, name="preprocess")(inputs)
+    x = backbone(x)
+    pooling = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D, "flatten": layers.Flatten}
+    x = pooling[model_cfg.pooling](name=f"{model_cfg.pooling}_pool")(x)
+    regularizer = keras.regularizers.L2(model_cfg.l2) if model_cfg.l2 else None
+    for i, units in enumerate(model_cfg.head_units):
+        if model_cfg.dropout:
+            x = layers.Dropout(model_cfg.dropout, name=f"head_dropout_{i}")(x)
+        x = layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"head_dense_{i}")(x)
+    if model_cfg.dropout:
+        x = layers.Dropout(model_cfg.dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer, dtype="float32",
+                           name="predictions")(x)
+    return keras.Model(inputs, outputs, name=key)
+
+
+def _build_backbone(key: str, model_cfg: ModelConfig, size: int) -> keras.Model:
+    """The family's include_top=False model with its weights, cut at --feature_layer, as a model named "backbone".
+
+    The family keeps its own model name: EfficientNetV2 looks its blocks up by it and ConvNeXt prefixes its
+    layer names with it, which weight files are matched against.
+    """
+    spec = REGISTRY[key]
+    kwargs = dict(include_top=False, input_shape=(size, size, 3),
+                  weights="imagenet" if model_cfg.weights == "imagenet" else None)
+    if spec.imagenet_alphas:
+        kwargs["alpha"] = model_cfg.alpha
+    with _explain_imagenet_download(key):
+        full = spec.constructor(**kwargs)
+    if model_cfg.weights not in ("imagenet", "none"):
+        # Before any cut: auto-named layers are matched by their rank among the whole backbone's layers.
+        load_backbone_weights(full, model_cfg.weights, model_cfg.min_matched_fraction)
+    names = [layer.name for layer in full.layers]
+    if model_cfg.feature_layer and model_cfg.feature_layer not in names:
+        close = difflib.get_close_matches(model_cfg.feature_layer, names, n=5, cutoff=0.4) or names[-3:]
+        raise ValueError(f"--feature_layer={model_cfg.feature_layer} is not a layer of {key}; "
+                         f"e.g. {', '.join(close)} (model.get_layer('backbone').summary() lists all {len(names)})")
+    features = full.get_layer(model_cfg.feature_layer).output if model_cfg.feature_layer else full.output
+    return keras.Model(full.inputs, features, name="backbone")
+
+
+@contextlib.contextmanager
+def _explain_imagenet_download(key: str) -> Iterator[None]:
+    """Turns a failed ImageNet weights download into one line naming the file and where Keras looks for it."""
+    original_get_file = _keras_file_utils.get_file
+
+    def explaining_get_file(fname=None, origin=None, *args, cache_subdir="datasets", cache_dir=None, **kwargs):
+        try:
+            return original_get_file(fname, origin, *args, cache_subdir=cache_subdir, cache_dir=cache_dir, **kwargs)
+        except Exception as error:
+            base = os.path.expanduser(cache_dir or _keras_config.keras_home())
+            if not os.access(base, os.W_OK):  # where get_file itself falls back to
+                base = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
+            reason = " ".join(str(error).replace(str(origin), "<url>").split())[:160]
+            raise ValueError(
+                f"--weights=imagenet: could not download {fname} for {key} ({reason}); offline, put that file in "
+                f"{os.path.join(base, cache_subdir)}/ (from {origin}), or use --weights=none or a PATH") from error
+
+    _keras_file_utils.get_file = explaining_get_file
+    try:
+        yield
+    finally:
+        _keras_file_utils.get_file = original_get_file
+
+
+# ----------------------------------------------------------------------------------------------- weights from PATH
+
+def load_backbone_weights(model: keras.Model, weights: str, min_matched_fraction: float) -> tuple[int, int]:
+    """Copies into the backbone every layer of the file at `weights` with the same name and weight shapes.
+
+    `model` is a backbone or a classifier holding one named "backbone". The file is a backbone .weights.h5, or
+    any saved Keras model (.keras, or a legacy .h5 read straight with h5py, Keras 2 era included) that contains
+    the same backbone, nested or not. Auto-named layers (conv2d_94, normalization_1, ...) are numbered by the
+    order of creation of that process, so they are matched by their rank among same-named layers instead.
+    Returns (matched, total) over the backbone's layers that have weights; raises one line below the threshold.
+    """
+    backbone = _backbone_of(model)
+    targets = _canonical(backbone.layers, backbone.layers)
+    targets = {name: layer for name, layer in targets.items() if layer.weights}
+    try:
+        with _local_copy(weights) as path:
+            groups = [_canonical(group, backbone.layers) for group in _read_weight_groups(path, backbone)]
+    except Exception as error:  # any unreadable file: one line naming it
+        reason = " ".join(str(error).split())[:200]
+        raise ValueError(f"--weights={weights}: cannot read it as Keras weights or a Keras model ({reason})") from None
+    best = max((_matches(targets, group) for group in groups), key=len, default={})
+    matched, total = len(best), len(targets)
+    logging.info("--weights=%s: %d of %d backbone layers matched by name and shape", weights, matched, total)
+    if not total or matched < min_matched_fraction * total:
+        raise ValueError(f"--weights={weights}: only {matched} of {total} {backbone.name} layers matched by name and "
+                         f"shape (need {min_matched_fraction:.0%}); does it hold the same backbone and --alpha?")
+    for name, values in best.items():
+        targets[name].set_weights(values)
+    return matched, total
+
+
+def _backbone_of(model: keras.Model) -> keras.Model:
+    try:
+        return model.get_layer("backbone")
+    except ValueError:
+        return model
+
+
+def _matches(targets: dict, group: dict) -> dict[str, list[np.ndarray]]:
+    """Source weights for each target layer whose same-named source layer has the same weight shapes, in order."""
+    found = {}
+    for name, layer in targets.items():
+        values = group.get(name)
+        if values is not None and [tuple(v.shape) for v in layer.weights] == [v.shape for v in values]:
+            found[name] = values
+    return found
+
+
+def _snake(class_name: str) -> str:
+    """Keras' automatic layer-name prefix for a class: Conv2D -> conv2d, BatchNormalization -> batch_normalization."""
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", class_name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _canonical(items, backbone_layers) -> dict:
+    """{name: item} with auto-generated names replaced by base#rank (rank by creation number, per base).
+
+    `items` are Keras layers or (name, weights) pairs read from a file; a name counts as automatic when it is the
+    snake-case class name of a backbone layer, optionally followed by _N.
+    """
+    auto_bases = {_snake(type(layer).__name__) for layer in backbone_layers}
+    named = [(item.name, item) if isinstance(item, layers.Layer) else item for item in items]
+    numbered = {}
+    for name, _ in named:
+        base, number = re.fullmatch(r"(.*?)(?:_(\d+))?", name).groups()
+        if base in auto_bases:
+            numbered.setdefault(base, []).append((int(number or 0), name))
+    renamed = {name: f"{base}#{rank}" for base, names in numbered.items()
+               for rank, (_, name) in enumerate(sorted(names))}
+    return {renamed.get(name, name): item for name, item in named}
+
+
+@contextlib.contextmanager
+def _local_copy(path: str) -> Iterator[str]:
+    """h5py and Keras loaders need a local file: gs:// and other tf.io.gfile paths are copied to a temp dir."""
+    if "://" not in path:
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, os.path.basename(path))
+        tf.io.gfile.copy(path, local)
+        yield local
+
+
+def _read_weight_groups(path: str, backbone: keras.Model) -> list[list[tuple[str, list[np.ndarray]]]]:
+    """The file's layers as groups of (layer name, weights): one group per (nested) model in it."""
+    if zipfile.is_zipfile(path):  # .keras
+        return list(_model_groups(keras.models.load_model(path, compile=False)))
+    with h5py.File(path, "r") as h5:
+        if "model_weights" in h5:  # legacy full-model .h5
+            return _legacy_h5_groups(h5["model_weights"])
+        if "layer_names" in h5.attrs:  # legacy save_weights .h5
+            return _legacy_h5_groups(h5)
+    # Keras 3 .weights.h5 names layers by class and position, not by name: load it into a copy of the backbone.
+    clone = keras.models.clone_model(backbone)
+    clone.load_weights(path)
+    return list(_model_groups(clone))
+
+
+def _model_groups(model: keras.Model) -> Iterator[list[tuple[str, list[np.ndarray]]]]:
+    yield [(layer.name, layer.get_weights()) for layer in model.layers
+           if layer.weights and not isinstance(layer, keras.Model)]
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _model_groups(layer)
+
+
+def _legacy_h5_groups(root: h5py.Group) -> list[list[tuple[str, list[np.ndarray]]]]:
+    """Legacy HDF5 layout: a group per top-level layer listing its weight names ("Conv1/kernel:0" in Keras 2).
+
+    A nested model's group holds all its layers' weights (trainable first; each layer's own order is kept).
+    """
+    top, nested = {}, {}
+    for group_name in _h5_strings(root.attrs["layer_names"]):
+        group = root[group_name]
+        for weight_name in _h5_strings(group.attrs.get("weight_names", [])):
+            parts = weight_name.split(":")[0].split("/")
+            layer_name = parts[-2] if len(parts) > 1 else group_name
+            owner = top if layer_name == group_name else nested.setdefault(group_name, {})
+            owner.setdefault(layer_name, []).append(np.asarray(group[weight_name]))
+    return [list(group.items()) for group in (top, *nested.values())]
+
+
+def _h5_strings(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+# ------------------------------------------------------------------------------------------------- what trains
+
+def set_phase(model: keras.Model, phase: str, model_cfg: ModelConfig, fine_tune_at: str,
+              fine_tune_batchnorm: bool) -> int:
+    """Sets trainable flags for a training phase; returns how many backbone layers have weights that train.
+
+    transfer: backbone frozen (its BatchNorm layers then run in inference mode). fine_tune: backbone layers from
+    `fine_tune_at` (index, layer name, or block name; "" = the family's default) on. full: the whole backbone.
+    BatchNorm layers of a pretrained backbone keep their statistics unless `fine_tune_batchnorm`; a backbone
+    trained from scratch (weights none) has no statistics worth keeping, so its BatchNorm layers train.
+    The head always trains. Recompile (or rebuild the train step) after changing phase.
+    """
+    if phase not in TRAINING_PHASES:
+        raise ValueError(f"unknown training phase {phase!r}: expected one of {', '.join(TRAINING_PHASES)}")
+    backbone = model.get_layer("backbone")
+    for layer in model.layers:
+        layer.trainable = True
+    if phase == "transfer":
+        backbone.trainable = False
+    else:
+        start = 0 if phase == "full" else fine_tune_start(backbone, model_cfg, fine_tune_at)
+        train_batchnorm = fine_tune_batchnorm or model_cfg.weights == "none"
+        for index, layer in enumerate(backbone.layers):
+            is_batchnorm = isinstance(layer, layers.BatchNormalization)
+            layer.trainable = index >= start and (train_batchnorm or not is_batchnorm)
+    return sum(1 for layer in backbone.layers if layer.trainable_weights)
+
+
+def fine_tune_start(backbone: keras.Model, model_cfg: ModelConfig, fine_tune_at: str) -> int:
+    """Index of the first backbone layer that fine-tunes: from a layer index, a block name, or a layer name."""
+    key = _lookup(model_cfg.model)
+    value = fine_tune_at or REGISTRY[key].fine_tune_at
+    names = [layer.name for layer in backbone.layers]
+    if re.fullmatch(r"-?\d+", value):
+        index = int(value)
+        if not -len(names) <= index < len(names):
+            raise ValueError(f"--fine_tune_at={value} is out of range: {key} has {len(names)} backbone layers")
+        return index % len(names)
+    blocks = block_starts(key, names)
+    if value in blocks:
+        return blocks[value]
+    if value in names:
+        return names.index(value)
+    listed = list(blocks)
+    shown = ", ".join(listed if len(listed) <= 8 else listed[:3] + ["..."] + listed[-3:])
+    raise ValueError(f"unknown --fine_tune_at={value} for {key}: give a layer index (0-{len(names) - 1}), a layer "
+                     f"name, or a block ({shown or 'none in this cut'})")
+
+
+def block_starts(key: str, layer_names: list[str]) -> dict[str, int]:
+    """{block name: index of its first layer} for a backbone's layers, in order."""
+    spec = REGISTRY[key]
+    starts = {}
+    if spec.block_marks == "start":
+        for index, name in enumerate(layer_names):
+            match = re.search(spec.block_pattern, name)
+            if match:
+                starts.setdefault(match.group(1), index)
+    else:
+        begin = 1  # after the input layer
+        for index, name in enumerate(layer_names):
+            match = re.search(spec.block_pattern, name)
+            if match and match.group(1) not in starts:
+                starts[match.group(1)] = begin
+                begin = index + 1
+    return starts
