@@ -81,6 +81,12 @@ class TrainConfig:
     scale_learning_rate: str = "none"  # none | linear (with the number of replicas)
     profile_steps: tuple[int, int] | None = None
     seed: int = 0
+    num_classes: int = 0  # 0: from the records; else it must match them (a check against the wrong records)
+    log_steps: int = 0  # write training summaries every N steps; 0: once per epoch
+    eval_split: str = ""  # --mode=evaluate: this split; "" = test when the records have one, else validation
+    export_dir: str = ""  # --mode=export: where to write; "" = model_dir/export
+    export_tflite: bool = False  # --mode=export: also write model.tflite
+    top_k: int = 5  # --mode=predict: classes printed per image
 
 
 @dataclasses.dataclass
