@@ -23,6 +23,7 @@ class DataConfig:
     cache: bool = False  # cache decoded, resized images in memory (small data sets)
     num_parallel_calls: int = -1  # -1: tf.data.AUTOTUNE
     data_service: str = ""  # grpc://host:port of a tf.data service dispatcher
+    data_service_mode: str = "distributed_epoch"  # or parallel_epochs; see tltrain.data
     seed: int | None = None
 
 
@@ -39,6 +40,7 @@ class AugmentConfig:
     shear: float = 0.0  # shear angle in radians-as-fraction, like ImageDataGenerator's shear_range
     contrast: float = 0.0
     brightness: float = 0.0
+    fill_mode: str = "nearest"  # nearest | reflect: what the geometric transforms show outside the image
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     seed: int | None = None

@@ -1,0 +1,445 @@
+"""tf.data input pipelines: records (or a TFDS data set) to uint8 [B,H,W,3] batches for one input pipeline.
+
+Host work is only what must happen on the host: read, decode, crop, resize. The batches stay uint8 (4x fewer
+bytes than float32; float32 work on the host after decoding nearly halves throughput here); augmentation and
+scaling run on the accelerator (tltrain.augment, the model's preprocess_input).
+
+Training is one iterator over a dataset repeated forever: on the 2-core machine this was built on, AUTOTUNE with
+a fresh iterator per epoch ran 30-60% of epochs capped at half speed, one iterator over .repeat() never did.
+Evaluation is re-iterated, so it uses explicit parallelism with autotuning off, which was stable too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import math
+import os
+import posixpath
+import re
+
+import tensorflow as tf
+
+from tltrain import records
+from tltrain.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+DATA_SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
+_READ_BUFFER_BYTES = 8 << 20  # per open shard; large reads matter on gs://
+_MAX_CYCLE_LENGTH = 16  # shards read at once by one training pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the trainer needs to know before it builds a model: classes and split sizes."""
+
+    class_names: tuple[str, ...]
+    num_classes: int
+    split_counts: dict[str, int]
+    class_counts: dict[str, tuple[int, ...]]  # per split, in label order; TFDS splits are counted once
+
+
+def dataset_info(cfg: DataConfig) -> DatasetInfo:
+    return _source(cfg).info()
+
+
+def eval_steps(cfg: DataConfig, split: str) -> int:
+    """Batches of the global batch size that cover every example of `split` once (the last one padded)."""
+    return math.ceil(_source(cfg).count(split) / cfg.batch_size)
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def _crop_and_resize(encoded: tf.Tensor, image_size: int, window_fn) -> tf.Tensor:
+    """Decodes only the window `window_fn(shape)` picks, then resizes it to image_size x image_size uint8.
+
+    JPEG goes through decode_and_crop_jpeg (it skips the IDCT outside the window); anything else through
+    decode_image then a slice. The bytes decide, not image/format: the same code serves TFDS and raw files.
+    """
+
+    def jpeg():
+        window = window_fn(tf.io.extract_jpeg_shape(encoded))
+        return tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
+
+    def other():
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        return _slice(image, window_fn(tf.shape(image)))
+
+    return _resize_uint8(tf.cond(tf.io.is_jpeg(encoded), jpeg, other), image_size)
+
+
+def _resize_uint8(image: tf.Tensor, size: int | tf.Tensor) -> tf.Tensor:
+    """Bilinear resize to size x size (int) or to the [height, width] tensor, rounded back to uint8."""
+    if isinstance(size, int):
+        resized = tf.image.resize(image, [size, size], method="bilinear")
+        return tf.ensure_shape(tf.saturate_cast(tf.round(resized), tf.uint8), [size, size, 3])
+    return tf.saturate_cast(tf.round(tf.image.resize(image, size, method="bilinear")), tf.uint8)
+
+
+def _slice(image: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+    return tf.slice(image, tf.stack([window[0], window[1], 0]), tf.stack([window[2], window[3], 3]))
+
+
+def _center_window(shape: tf.Tensor, crop_fraction: float) -> tf.Tensor:
+    """[y, x, h, w] of the centred square covering crop_fraction of the short side (the Inception eval crop)."""
+    height, width = shape[0], shape[1]
+    side = tf.cast(crop_fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
+    side = tf.maximum(side, 1)
+    return tf.stack([(height - side + 1) // 2, (width - side + 1) // 2, side, side])
+
+
+def _random_window(shape: tf.Tensor, area_range, aspect_range, crop_fraction: float) -> tf.Tensor:
+    """Inception-style random crop window; the centre crop when no window fits in 10 attempts."""
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        shape,
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        min_object_covered=0.1,
+        aspect_ratio_range=aspect_range,
+        area_range=area_range,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    window = tf.stack([begin[0], begin[1], size[0], size[1]])
+    failed = tf.reduce_all(tf.equal(size[:2], shape[:2]))  # the op returns the whole image when it gives up
+    return tf.cond(failed, lambda: _center_window(shape, crop_fraction), lambda: window)
+
+
+def decode_for_eval(encoded: tf.Tensor, image_size: int, crop_fraction: float) -> tf.Tensor:
+    """Encoded image (scalar string) -> uint8 [image_size, image_size, 3], centre-cropped. Eval, predict and the
+    export's serving signature all use this, so a served model sees exactly what evaluation saw."""
+    return _crop_and_resize(encoded, image_size, lambda shape: _center_window(shape, crop_fraction))
+
+
+def _decode_for_train(encoded: tf.Tensor, image_size: int, cfg: DataConfig) -> tf.Tensor:
+    area, aspect = tuple(cfg.crop_area_range), tuple(cfg.crop_aspect_range)
+    return _crop_and_resize(
+        encoded, image_size, lambda shape: _random_window(shape, area, aspect, cfg.eval_crop_fraction)
+    )
+
+
+def _random_crop_decoded(image: tf.Tensor, image_size: int, cfg: DataConfig) -> tf.Tensor:
+    """The training crop applied to an already decoded image (the cache path)."""
+    window = _random_window(tf.shape(image), tuple(cfg.crop_area_range), tuple(cfg.crop_aspect_range),
+                            cfg.eval_crop_fraction)
+    return _resize_uint8(_slice(image, window), image_size)
+
+
+def _decode_for_cache(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+    """The whole image with its short side resized to image_size: small enough to keep, big enough to crop."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = image_size / tf.reduce_min(shape)
+    return _resize_uint8(image, tf.cast(tf.math.ceil(shape * scale), tf.int32))
+
+
+# ----------------------------------------------------------------------------------------------- sources
+
+
+class _RecordsSource:
+    """TFRecord shards written by tltrain.convert, described by dataset.json."""
+
+    def __init__(self, records_dir: str):
+        self.records_dir = records_dir
+        self.metadata = records.read_metadata(records_dir)
+        self.compression = self.metadata.get("compression", "") or ""
+        self.num_classes = int(self.metadata["num_classes"])
+
+    def info(self) -> DatasetInfo:
+        splits = self.metadata["splits"]
+        return DatasetInfo(
+            class_names=tuple(self.metadata["class_names"]),
+            num_classes=self.num_classes,
+            split_counts={name: int(split["count"]) for name, split in splits.items()},
+            class_counts={name: tuple(split["per_class"]) for name, split in splits.items()},
+        )
+
+    def count(self, split: str) -> int:
+        return sum(count for _, count in self.shards(split))
+
+    def shards(self, split: str) -> list[tuple[str, int]]:
+        """[(path, example count)] of the split, each checked to exist (a clear error beats a hang on gs://)."""
+        splits = self.metadata["splits"]
+        if split not in splits:
+            path = posixpath.join(self.records_dir, records.METADATA_FILE)
+            raise ValueError(f"{path}: no split '{split}' (splits: {', '.join(sorted(splits)) or 'none'})")
+        shards = [(posixpath.join(self.records_dir, s["file"]), int(s["count"])) for s in splits[split]["shards"]]
+        for path, _ in shards:
+            if not tf.io.gfile.exists(path):
+                raise FileNotFoundError(f"{path}: shard listed in {records.METADATA_FILE} is missing")
+        return shards
+
+    def _read(self, files) -> tf.data.Dataset:
+        return tf.data.TFRecordDataset(files, self.compression, buffer_size=_READ_BUFFER_BYTES)
+
+    def train_examples(self, split: str, context: tf.distribute.InputContext, repeat: bool) -> tf.data.Dataset:
+        """Serialized examples of this pipeline's share: its own shards, in a new order every epoch; or, with
+        fewer shards than pipelines, every n-th example of all of them (each pipeline then reads everything)."""
+        files = [path for path, _ in self.shards(split)]
+        n, index = context.num_input_pipelines, context.input_pipeline_id
+        if len(files) < n:
+            log.warning("%s: %d '%s' shards for %d input pipelines: sharding by example, every pipeline reads "
+                        "every shard; write at least %d shards", self.records_dir, len(files), split, n, n)
+            examples = self._read(files).shard(n, index)
+            return examples.repeat() if repeat else examples
+        files = files[index::n]
+        names = tf.data.Dataset.from_tensor_slices(files)
+        if repeat:
+            names = names.shuffle(len(files), reshuffle_each_iteration=True).repeat()
+        return names.interleave(
+            self._read, cycle_length=min(len(files), _MAX_CYCLE_LENGTH),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=False,
+        )
+
+    def eval_examples(self, split: str, context: tf.distribute.InputContext) -> tuple[tf.data.Dataset, int]:
+        """This pipeline's contiguous range of the split (sizes differ by at most one), read in file order;
+        only the shards overlapping the range are opened. Returns (serialized examples, how many)."""
+        shards = self.shards(split)
+        start, stop = _pipeline_range(sum(c for _, c in shards), context)
+        files, offset, skip = [], 0, 0
+        for path, count in shards:
+            if offset < stop and offset + count > start:
+                if not files:
+                    skip = start - offset
+                files.append(path)
+            offset += count
+        examples = self._read(files).skip(skip).take(stop - start)
+        # A shard holding fewer examples than dataset.json says fails loudly at the end instead of losing them.
+        return examples.apply(tf.data.experimental.assert_cardinality(stop - start)), stop - start
+
+    def to_pair(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        example = records.parse_example(serialized)
+        label = example["image/class/label"]
+        check = tf.debugging.Assert(
+            tf.logical_and(label >= 0, label < self.num_classes),
+            [f"{self.records_dir}: label outside [0, {self.num_classes}) in", example["image/filename"], label],
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(example["image/encoded"]), tf.cast(label, tf.int32)
+
+
+class _TfdsSource:
+    """A TFDS data set (downloaded and prepared on first use), read as encoded bytes so decoding and cropping
+    are ours. Pipelines read disjoint even slices of a split (tfds.even_splits)."""
+
+    def __init__(self, cfg: DataConfig):
+        import tensorflow_datasets as tfds
+
+        self.tfds = tfds
+        self.name, self.data_dir = cfg.tfds_name, cfg.tfds_data_dir
+        self.builder = tfds.builder(self.name, data_dir=self.data_dir)
+        self.builder.download_and_prepare()
+        self.image_key, self.label_key = self.builder.info.supervised_keys or ("image", "label")
+
+    def _load(self, split: str, shuffle_files: bool) -> tf.data.Dataset:
+        return self.builder.as_dataset(
+            split=split, shuffle_files=shuffle_files, as_supervised=True,
+            decoders={self.image_key: self.tfds.decode.SkipDecoding()},
+        )
+
+    def info(self) -> DatasetInfo:
+        splits = self.builder.info.splits
+        names = list(splits) or ["train"]  # mock data (tests) has no split metadata
+        class_counts = {name: self._class_counts(name) for name in names}
+        label_names = tuple(self.builder.info.features[self.label_key].names)
+        return DatasetInfo(
+            class_names=label_names, num_classes=len(label_names),
+            split_counts={name: sum(counts) for name, counts in class_counts.items()},
+            class_counts=class_counts,
+        )
+
+    def _class_counts(self, split: str) -> tuple[int, ...]:
+        """TFDS metadata has split sizes but not per-class counts: one pass over the labels (no decoding)."""
+        num_classes = self.builder.info.features[self.label_key].num_classes
+        labels = self._load(split, False).map(lambda _, label: label)
+        counts = labels.reduce(tf.zeros([num_classes], tf.int64),
+                               lambda acc, label: acc + tf.one_hot(label, num_classes, dtype=tf.int64))
+        return tuple(int(c) for c in counts.numpy())
+
+    def count(self, split: str) -> int:
+        try:
+            return int(self.builder.info.splits[split].num_examples)
+        except KeyError:  # mock data, or a split TFDS cannot size: count it
+            return int(self._load(split, False).reduce(0, lambda n, _: n + 1).numpy())
+
+    def _pipeline_split(self, split: str, context: tf.distribute.InputContext) -> str:
+        n = context.num_input_pipelines
+        return split if n == 1 else self.tfds.even_splits(split, n)[context.input_pipeline_id]
+
+    def train_examples(self, split: str, context: tf.distribute.InputContext, repeat: bool) -> tf.data.Dataset:
+        examples = self._load(self._pipeline_split(split, context), shuffle_files=repeat)
+        return examples.repeat() if repeat else examples
+
+    def eval_examples(self, split: str, context: tf.distribute.InputContext) -> tuple[tf.data.Dataset, int]:
+        sub_split = self._pipeline_split(split, context)
+        return self._load(sub_split, False), self.count(sub_split)
+
+    @staticmethod
+    def to_pair(encoded: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return encoded, tf.cast(label, tf.int32)
+
+
+def _source(cfg: DataConfig):
+    if bool(cfg.records_dir) == bool(cfg.tfds_name):
+        raise ValueError("set exactly one of --records_dir and --tfds_name")
+    return _TfdsSource(cfg) if cfg.tfds_name else _RecordsSource(cfg.records_dir)
+
+
+def _pipeline_range(count: int, context: tf.distribute.InputContext) -> tuple[int, int]:
+    n, index = context.num_input_pipelines, context.input_pipeline_id
+    return index * count // n, (index + 1) * count // n
+
+
+# --------------------------------------------------------------------------------------------- pipelines
+
+
+def _context(input_context: tf.distribute.InputContext | None) -> tf.distribute.InputContext:
+    return input_context or tf.distribute.InputContext()
+
+
+def _options(training: bool) -> tf.data.Options:
+    """Options set on purpose rather than inherited.
+
+    Training: order does not matter (deterministic=False lets a slow element not stall the rest); slack on the
+    final prefetch leaves the host room at step starts; autotune on (one long-lived iterator). Evaluation:
+    deterministic, autotune off (its iterator is re-created every evaluation). Every map call runs on one
+    thread (parallelism comes from num_parallel_calls, not from ops fighting over the cores), and auto-sharding
+    is off because every pipeline already reads only its own share.
+    """
+    options = tf.data.Options()
+    options.deterministic = not training
+    options.autotune.enabled = training
+    options.experimental_slack = training
+    options.threading.max_intra_op_parallelism = 1
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options
+
+
+def _parallel_calls(cfg: DataConfig, training: bool) -> int:
+    if cfg.num_parallel_calls > 0:
+        return cfg.num_parallel_calls
+    return tf.data.AUTOTUNE if training else (os.cpu_count() or 1)
+
+
+def make_train_dataset(cfg: DataConfig, image_size: int,
+                       input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """(uint8 [b, image_size, image_size, 3], int32 [b]) batches of this input pipeline, repeated forever.
+
+    b is the per-replica batch. Shards are split between pipelines, shuffled per epoch, read in parallel;
+    examples go through a shuffle buffer, then a random Inception crop that decodes only the cropped part.
+    With cfg.cache the decoded images (short side = image_size) are kept in memory after the first epoch and
+    the random crop is taken from them. With cfg.data_service the work runs on tf.data service workers.
+    """
+    context = _context(input_context)
+    batch = context.get_per_replica_batch_size(cfg.batch_size)
+    source = _source(cfg)
+    calls = _parallel_calls(cfg, training=True)
+    examples = source.train_examples(cfg.train_split, context, repeat=not cfg.cache)
+    if cfg.cache:
+        images = examples.map(lambda *e: _cache_pair(source.to_pair(*e), image_size), num_parallel_calls=calls)
+        images = images.cache().repeat().shuffle(cfg.shuffle_buffer)
+        images = images.map(lambda image, label: (_random_crop_decoded(image, image_size, cfg), label),
+                            num_parallel_calls=calls)
+    else:
+        images = examples.shuffle(cfg.shuffle_buffer).map(
+            lambda *e: _train_pair(source.to_pair(*e), image_size, cfg), num_parallel_calls=calls)
+    batches = images.batch(batch, drop_remainder=True)
+    if cfg.data_service:
+        batches = batches.apply(tf.data.experimental.service.distribute(
+            processing_mode=_data_service_mode(cfg), service=_data_service_address(cfg)))
+    return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(training=True))
+
+
+def _train_pair(pair, image_size: int, cfg: DataConfig):
+    encoded, label = pair
+    return _decode_for_train(encoded, image_size, cfg), label
+
+
+def _cache_pair(pair, image_size: int):
+    encoded, label = pair
+    return _decode_for_cache(encoded, image_size), label
+
+
+def make_eval_dataset(cfg: DataConfig, image_size: int, split: str = "validation",
+                      input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """(uint8 [b,H,W,3], int32 [b]) batches, centre-cropped, each example of `split` exactly once over all
+    input pipelines. Every pipeline yields the same number of batches, eval_steps() steps' worth, padded at the
+    end with zero images labelled -1 (which the evaluator must mask out)."""
+    context = _context(input_context)
+    batch = context.get_per_replica_batch_size(cfg.batch_size)
+    source = _source(cfg)
+    examples, count = source.eval_examples(split, context)
+    batches_per_step = context.num_replicas_in_sync // context.num_input_pipelines
+    total = math.ceil(source.count(split) / cfg.batch_size) * batches_per_step * batch
+    images = examples.map(lambda *e: _eval_pair(source.to_pair(*e), image_size, cfg),
+                          num_parallel_calls=_parallel_calls(cfg, training=False))
+    if cfg.cache:
+        images = images.cache()
+    padding = tf.data.Dataset.from_tensors(
+        (tf.zeros([image_size, image_size, 3], tf.uint8), tf.constant(-1, tf.int32))).repeat(total - count)
+    batches = images.concatenate(padding).batch(batch, drop_remainder=True)
+    return batches.prefetch(2).with_options(_options(training=False))
+
+
+def _eval_pair(pair, image_size: int, cfg: DataConfig):
+    encoded, label = pair
+    return decode_for_eval(encoded, image_size, cfg.eval_crop_fraction), label
+
+
+def make_predict_dataset(paths: list[str], image_size: int, crop_fraction: float,
+                         batch_size: int) -> tf.data.Dataset:
+    """uint8 [<=batch_size, H, W, 3] batches of the image files, in order, decoded like evaluation.
+
+    Files TF cannot decode (TIFF, HEIC with a plugin, ...) or whose EXIF says they are rotated are turned
+    into upright PNG bytes with Pillow first, as the converter does, so the model sees them like training did.
+    """
+    for path in paths:
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{path}: no such image file")
+
+    def encoded_files():
+        for path in paths:
+            yield _tf_decodable_bytes(path)
+
+    encoded = tf.data.Dataset.from_generator(encoded_files, output_signature=tf.TensorSpec([], tf.string))
+    images = encoded.map(lambda e: decode_for_eval(e, image_size, crop_fraction),
+                         num_parallel_calls=os.cpu_count() or 1)
+    return images.batch(batch_size).prefetch(2).with_options(_options(training=False))
+
+
+_TF_FORMATS = re.compile(rb"^(\xff\xd8\xff|\x89PNG\r\n\x1a\n|GIF8[79]a|BM|RIFF....WEBP)", re.DOTALL)
+_EXIF_ORIENTATION = 0x0112
+
+
+def _tf_decodable_bytes(path: str) -> bytes:
+    """The file's bytes when TF decodes them as they are, else an upright RGB PNG made by Pillow."""
+    from PIL import Image, ImageOps
+
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    try:
+        image = Image.open(io.BytesIO(data))
+        upright = image.getexif().get(_EXIF_ORIENTATION, 1) == 1
+        if upright and _TF_FORMATS.match(data):
+            return data
+        image = ImageOps.exif_transpose(image).convert("RGB")
+    except Exception as error:  # Pillow raises many types for undecodable files
+        raise ValueError(f"{path}: not an image Pillow can read ({error})") from error
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def _data_service_address(cfg: DataConfig) -> str:
+    if not re.fullmatch(r"grpc://[^:/]+:\d+", cfg.data_service):
+        raise ValueError(f"--data_service={cfg.data_service}: expected grpc://HOST:PORT of a dispatcher")
+    return cfg.data_service
+
+
+def _data_service_mode(cfg: DataConfig) -> str:
+    if cfg.data_service_mode not in DATA_SERVICE_MODES:
+        raise ValueError(f"--data_service_mode={cfg.data_service_mode}: expected one of "
+                         f"{', '.join(DATA_SERVICE_MODES)}")
+    return cfg.data_service_mode
