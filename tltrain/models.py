@@ -16,7 +16,6 @@ import difflib
 import functools
 import os
 import re
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -42,7 +41,9 @@ TRAINING_PHASES = ("transfer", "fine_tune", "full")
 
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
-    constructor: Callable[..., keras.Model]  # keras.applications-style: include_top, weights, input_shape, name
+    """What tltrain needs to know about one backbone family beyond its keras.applications constructor."""
+
+    constructor: Callable[..., keras.Model]  # keras.applications-style: include_top, weights, input_shape (+ alpha)
     preprocess: Callable  # the family's own preprocess_input: pixels in [0, 255] -> backbone input
     scaling: str  # what `preprocess` does, for --model=list
     default_size: int
@@ -76,78 +77,58 @@ _TORCH = "[0, 1], ImageNet mean/std"
 _INSIDE = "in the backbone"  # families built with include_preprocessing: preprocess_input is the identity
 
 
-def _efficientnets() -> dict[str, BackboneSpec]:
-    v1 = {f"efficientnet_b{i}": BackboneSpec(
-        getattr(A, f"EfficientNetB{i}"), A.efficientnet.preprocess_input, _INSIDE, size, 32, "block6a",
-        r"^(block\d+[a-z])_", "block1a .. block7*")
-        for i, size in enumerate((224, 240, 260, 300, 380, 456, 528, 600))}
-    v2 = {f"efficientnet_v2_{suffix.lower()}": BackboneSpec(
-        getattr(A, f"EfficientNetV2{suffix}"), A.efficientnet_v2.preprocess_input, _INSIDE, size, 32, "block6a",
-        r"^(block\d+[a-z])_", "block1a .. block6*" if suffix[0] in "BS" else "block1a .. block7*")
-        for suffix, size in (("B0", 224), ("B1", 240), ("B2", 260), ("B3", 300), ("S", 384), ("M", 480),
-                             ("L", 480))}
-    return {**v1, **v2}
+def _family(variants: dict[str, tuple[str, int]], module, scaling: str, fine_tune_at: str, block_pattern: str,
+            blocks_hint: str, min_size: int = 32, **options) -> dict[str, BackboneSpec]:
+    """Specs for the variants {key: (keras.applications constructor, default size)} of one family."""
+    return {key: BackboneSpec(getattr(A, constructor), module.preprocess_input, scaling, size, min_size, fine_tune_at,
+                              block_pattern, blocks_hint, **options)
+            for key, (constructor, size) in variants.items()}
 
 
-def _resnets() -> dict[str, BackboneSpec]:
-    specs = {}
-    for depth in (50, 101, 152):
-        specs[f"resnet{depth}"] = BackboneSpec(
-            getattr(A, f"ResNet{depth}"), A.resnet.preprocess_input, _CAFFE, 224, 32, "conv5_block1",
-            r"^(conv\d_block\d+)_", "conv2_block1 .. conv5_block3")
-        specs[f"resnet{depth}_v2"] = dataclasses.replace(
-            specs[f"resnet{depth}"], constructor=getattr(A, f"ResNet{depth}V2"),
-            preprocess=A.resnet_v2.preprocess_input, scaling=_TF)
-    return specs
-
-
-def _densenets_vggs_convnexts() -> dict[str, BackboneSpec]:
-    specs = {}
-    for depth in (121, 169, 201):
-        specs[f"densenet{depth}"] = BackboneSpec(
-            getattr(A, f"DenseNet{depth}"), A.densenet.preprocess_input, _TORCH, 224, 32, "conv5_block1",
-            r"^(conv\d_block\d+)_", "conv2_block1 .. conv5_block16|32")
-    for depth, module in ((16, A.vgg16), (19, A.vgg19)):
-        specs[f"vgg{depth}"] = BackboneSpec(
-            getattr(A, f"VGG{depth}"), module.preprocess_input, _CAFFE, 224, 32, "block5", r"^(block\d)_",
-            "block1 .. block5")
-    for size in ("Tiny", "Small", "Base", "Large", "XLarge"):
-        specs[f"convnext_{size.lower()}"] = BackboneSpec(
-            getattr(A, f"ConvNeXt{size}"), A.convnext.preprocess_input, _INSIDE, 224, 32, "stage_3_block_0",
-            r"_(stage_\d_block_\d+)_", "stage_0_block_0 .. stage_3_block_2")
-    return specs
-
+_EFFICIENTNET = r"^(block\d+[a-z])_"
+_RESNET = r"^(conv\d_block\d+)_"
+_MOBILENET_V3 = r"^(expanded_conv(?:_\d+)?)_"
 
 REGISTRY: dict[str, BackboneSpec] = {
-    "mobilenet_v2": BackboneSpec(
-        A.MobileNetV2, A.mobilenet_v2.preprocess_input, _TF, 224, 32, "block_13", r"^(expanded_conv|block_\d+)_",
-        "expanded_conv, block_1 .. block_16", imagenet_alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4)),
-    "mobilenet_v3_small": BackboneSpec(
-        A.MobileNetV3Small, A.mobilenet_v3.preprocess_input, _INSIDE, 224, 32, "expanded_conv_8",
-        r"^(expanded_conv(?:_\d+)?)_", "expanded_conv, expanded_conv_1 .. expanded_conv_10",
-        imagenet_alphas=(0.75, 1.0)),
-    "mobilenet_v3_large": BackboneSpec(
-        A.MobileNetV3Large, A.mobilenet_v3.preprocess_input, _INSIDE, 224, 32, "expanded_conv_12",
-        r"^(expanded_conv(?:_\d+)?)_", "expanded_conv, expanded_conv_1 .. expanded_conv_14",
-        imagenet_alphas=(0.75, 1.0)),
-    **_efficientnets(),
-    **_resnets(),
+    **_family({"mobilenet_v2": ("MobileNetV2", 224)}, A.mobilenet_v2, _TF, "block_13",
+              r"^(expanded_conv|block_\d+)_", "expanded_conv, block_1 .. block_16",
+              imagenet_alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4)),
+    **_family({"mobilenet_v3_small": ("MobileNetV3Small", 224)}, A.mobilenet_v3, _INSIDE, "expanded_conv_8",
+              _MOBILENET_V3, "expanded_conv, expanded_conv_1 .. expanded_conv_10", imagenet_alphas=(0.75, 1.0)),
+    **_family({"mobilenet_v3_large": ("MobileNetV3Large", 224)}, A.mobilenet_v3, _INSIDE, "expanded_conv_12",
+              _MOBILENET_V3, "expanded_conv, expanded_conv_1 .. expanded_conv_14", imagenet_alphas=(0.75, 1.0)),
+    **_family({f"efficientnet_b{i}": (f"EfficientNetB{i}", size)
+               for i, size in enumerate((224, 240, 260, 300, 380, 456, 528, 600))},
+              A.efficientnet, _INSIDE, "block6a", _EFFICIENTNET, "block1a .. block7*"),
+    **_family({f"efficientnet_v2_{v.lower()}": (f"EfficientNetV2{v}", size)
+               for v, size in (("B0", 224), ("B1", 240), ("B2", 260), ("B3", 300), ("S", 384))},
+              A.efficientnet_v2, _INSIDE, "block6a", _EFFICIENTNET, "block1a .. block6*"),
+    **_family({"efficientnet_v2_m": ("EfficientNetV2M", 480), "efficientnet_v2_l": ("EfficientNetV2L", 480)},
+              A.efficientnet_v2, _INSIDE, "block6a", _EFFICIENTNET, "block1a .. block7*"),
+    **_family({f"resnet{depth}": (f"ResNet{depth}", 224) for depth in (50, 101, 152)},
+              A.resnet, _CAFFE, "conv5_block1", _RESNET, "conv2_block1 .. conv5_block3"),
+    **_family({f"resnet{depth}_v2": (f"ResNet{depth}V2", 224) for depth in (50, 101, 152)},
+              A.resnet_v2, _TF, "conv5_block1", _RESNET, "conv2_block1 .. conv5_block3"),
     # Inception blocks start with auto-named convolutions, so they are found by the layer that ends them:
     # fine_tune_at=mixed9 trains mixed9 and mixed10, i.e. layers[249:], the classic "top two blocks".
-    "inception_v3": BackboneSpec(
-        A.InceptionV3, A.inception_v3.preprocess_input, _TF, 299, 75, "mixed9", r"^(mixed\d+)$",
-        "mixed0 .. mixed10", block_marks="end"),
-    "inception_resnet_v2": BackboneSpec(
-        A.InceptionResNetV2, A.inception_resnet_v2.preprocess_input, _TF, 299, 75, "mixed_7a",
-        r"^(mixed_\d[a-z]|block\d+_\d+)(?:_ac)?$", "mixed_5b, block35_1 .., mixed_6a, block17_1 .., mixed_7a, "
-        "block8_1 .. block8_9", block_marks="end"),
-    "xception": BackboneSpec(
-        A.Xception, A.xception.preprocess_input, _TF, 299, 71, "block13", r"^(block\d+)_", "block1 .. block14"),
-    **_densenets_vggs_convnexts(),
-    "nasnet_mobile": BackboneSpec(
-        A.NASNetMobile, A.nasnet.preprocess_input, _TF, 224, 32, "normal_concat_9",
-        r"^((?:normal|reduction)_concat_\w+)$", "reduction_concat_stem_1 .., normal_concat_0 .. normal_concat_12",
-        block_marks="end"),
+    **_family({"inception_v3": ("InceptionV3", 299)}, A.inception_v3, _TF, "mixed9", r"^(mixed\d+)$",
+              "mixed0 .. mixed10", min_size=75, block_marks="end"),
+    **_family({"inception_resnet_v2": ("InceptionResNetV2", 299)}, A.inception_resnet_v2, _TF, "mixed_7a",
+              r"^(mixed_\d[a-z]|block\d+_\d+)(?:_ac)?$",
+              "mixed_5b, block35_1 .., mixed_6a, block17_1 .., mixed_7a, block8_1 .. block8_9", min_size=75,
+              block_marks="end"),
+    **_family({"xception": ("Xception", 299)}, A.xception, _TF, "block13", r"^(block\d+)_", "block1 .. block14",
+              min_size=71),
+    **_family({f"densenet{depth}": (f"DenseNet{depth}", 224) for depth in (121, 169, 201)},
+              A.densenet, _TORCH, "conv5_block1", _RESNET, "conv2_block1 .. conv5_block16|32"),
+    **_family({"vgg16": ("VGG16", 224)}, A.vgg16, _CAFFE, "block5", r"^(block\d)_", "block1 .. block5"),
+    **_family({"vgg19": ("VGG19", 224)}, A.vgg19, _CAFFE, "block5", r"^(block\d)_", "block1 .. block5"),
+    **_family({f"convnext_{size.lower()}": (f"ConvNeXt{size}", 224)
+               for size in ("Tiny", "Small", "Base", "Large", "XLarge")},
+              A.convnext, _INSIDE, "stage_3_block_0", r"_(stage_\d_block_\d+)_", "stage_0_block_0 .. stage_3_block_2"),
+    **_family({"nasnet_mobile": ("NASNetMobile", 224)}, A.nasnet, _TF, "normal_concat_9",
+              r"^((?:normal|reduction)_concat_\w+)$",
+              "reduction_concat_stem_1 .., normal_concat_0 .. normal_concat_12", block_marks="end"),
     "simple_cnn": BackboneSpec(
         _simple_cnn, functools.partial(A.imagenet_utils.preprocess_input, mode="tf"), _TF, 64, 8, "block1",
         r"^(block\d)_", "block1 .. block3", has_imagenet=False),
@@ -327,8 +308,8 @@ def load_backbone_weights(model: keras.Model, weights: str, min_matched_fraction
     matched, total = len(best), len(targets)
     logging.info("--weights=%s: %d of %d backbone layers matched by name and shape", weights, matched, total)
     if not total or matched < min_matched_fraction * total:
-        raise ValueError(f"--weights={weights}: only {matched} of {total} {backbone.name} layers matched by name and "
-                         f"shape (need {min_matched_fraction:.0%}); does it hold the same backbone and --alpha?")
+        raise ValueError(f"--weights={weights}: only {matched} of {total} backbone layers ({backbone.name}) matched by "
+                         f"name and shape (need {min_matched_fraction:.0%}); does it hold the same backbone and --alpha?")
     for name, values in best.items():
         targets[name].set_weights(values)
     return matched, total
