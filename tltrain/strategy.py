@@ -57,14 +57,14 @@ def make_strategy(cfg: StrategyConfig) -> tf.distribute.Strategy:
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.Strategy:
-    name = tpu or "local"
+    """--tpu: a Cloud TPU name, `local` on a TPU VM, or empty to let the resolver read its environment."""
     try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="" if name == "local" else name)
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, RuntimeError, tf.errors.OpError) as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"--strategy=tpu --tpu={name}: no TPU reachable ({detail})") from e
+    except (ValueError, RuntimeError, OSError, tf.errors.OpError) as e:
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ValueError(f"--strategy=tpu --tpu={tpu}: no TPU reachable ({detail})") from e
     return tf.distribute.TPUStrategy(resolver)
 
 
