@@ -13,3 +13,60 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def repo_root() -> pathlib.Path:
     return REPO_ROOT
+
+
+def write_color_records(out_dir: pathlib.Path, per_class: dict[str, int], size: int = 40, seed: int = 0) -> pathlib.Path:
+    """A learnable tiny records dir: class i's images are noisy pictures dominated by colour channel i (red,
+    green, blue), half JPEG and half PNG, written in the real schema with a dataset.json (two train shards)."""
+    import hashlib
+    import io
+    import json
+
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    from tltrain import records
+
+    class_names = ["red", "green", "blue"]
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits, digest = {}, hashlib.sha256()
+    for split, count in per_class.items():
+        examples = []
+        for label in range(len(class_names)):
+            for i in range(count):
+                pixels = rng.integers(0, 120, size=(size, size + 8, 3))
+                pixels[..., label] += 100 + rng.integers(0, 35)
+                y, x = rng.integers(0, size // 2, size=2)
+                pixels[y:y + size // 3, x:x + size // 3] = rng.integers(0, 255, size=3)  # a distracting square
+                image_format = "jpeg" if i % 2 else "png"
+                buffer = io.BytesIO()
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, image_format.upper())
+                examples.append(records.encode_example(
+                    encoded=buffer.getvalue(), image_format=image_format, label=label, class_name=class_names[label],
+                    height=size, width=size + 8, channels=3, filename=f"{split}/{class_names[label]}/{i}.{image_format}",
+                    source_id=hashlib.sha256(buffer.getvalue()).hexdigest()))
+        order = rng.permutation(len(examples))
+        num_shards = 2 if split == "train" else 1
+        shards = []
+        for shard in range(num_shards):
+            name = records.shard_name(split, shard, num_shards)
+            chosen = [examples[j] for j in order[shard::num_shards]]
+            with tf.io.TFRecordWriter(str(out_dir / name)) as writer:
+                for example in chosen:
+                    writer.write(example)
+                    digest.update(example)
+            shards.append({"file": name, "count": len(chosen)})
+        splits[split] = {"count": count * len(class_names), "per_class": [count] * len(class_names), "shards": shards}
+    metadata = {"version": 1, "class_names": class_names, "num_classes": len(class_names), "compression": "",
+                "splits": splits, "seed": seed, "validation_fraction": 0.0, "test_fraction": 0.0,
+                "max_per_class": None, "source": "tests/conftest.py", "skipped": [], "digest": digest.hexdigest()}
+    (out_dir / records.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def color_records(tmp_path_factory) -> pathlib.Path:
+    """Three colour classes: 32 training and 12 validation images each (see write_color_records)."""
+    return write_color_records(tmp_path_factory.mktemp("color_records"), {"train": 32, "validation": 12})

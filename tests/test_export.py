@@ -1,0 +1,144 @@
+"""Export, predict and evaluate give what the trained model gives in-process, from image files to names."""
+
+import dataclasses
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tltrain import data, evaluate, export, predict, run_dir, train
+from tltrain.config import RunConfig
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, color_records):
+    """A simple_cnn trained for 2 epochs on the colour records, exported with TFLite."""
+    model_dir = tmp_path_factory.mktemp("export") / "run"
+    cfg = RunConfig()
+    cfg.data = dataclasses.replace(cfg.data, records_dir=str(color_records), image_size=32, batch_size=16)
+    cfg.model = dataclasses.replace(cfg.model, model="simple_cnn", weights="none")
+    cfg.train = dataclasses.replace(cfg.train, model_dir=str(model_dir), freeze="none", epochs=2, learning_rate=3e-3)
+    train.train(train.prepare(cfg))
+    paths = export.export(str(model_dir), tflite=True)
+    return model_dir, paths
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A red JPEG, a green PNG (odd sizes, so the centre crop and resize matter) and a blue one in a folder."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(1)
+    paths = []
+    for name, channel, size in (("red.jpg", 0, (50, 70)), ("green.png", 1, (64, 41)), ("more/blue.jpg", 2, (36, 36))):
+        pixels = rng.integers(0, 100, size=(*size, 3))
+        pixels[..., channel] += 140
+        path = folder / name
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+        paths.append(str(path))
+    return folder, paths
+
+
+def in_process_probabilities(model_dir, paths):
+    """What the checkpointed model gives on data.decode_for_eval pixels, computed here by hand."""
+    cfg, model, _ = run_dir.load_trained(str(model_dir))
+    pixels = np.stack([data.decode_for_eval(tf.constant(open(p, "rb").read()), cfg.data.image_size,
+                                            cfg.data.eval_crop_fraction).numpy() for p in paths])
+    return model(pixels, training=False).numpy(), pixels
+
+
+def test_serving_signature_takes_image_bytes_and_returns_probabilities_and_names(trained, images):
+    model_dir, paths = trained
+    expected, _ = in_process_probabilities(model_dir, images[1])
+    serve = tf.saved_model.load(paths["saved_model"]).signatures[export.SERVING_SIGNATURE]
+    outputs = serve(image_bytes=tf.constant([open(p, "rb").read() for p in images[1]]))
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
+    assert outputs["class_names"].numpy().tolist() == [[b"red", b"green", b"blue"]] * 3
+    assert outputs["predicted_class"].numpy().tolist() == [b"red", b"green", b"blue"]  # the model learned colours
+    assert open(paths["labels"]).read() == "red\ngreen\nblue\n"
+
+
+def test_keras_file_and_tflite_give_the_same_probabilities(trained, images):
+    model_dir, paths = trained
+    expected, pixels = in_process_probabilities(model_dir, images[1])
+    np.testing.assert_allclose(keras.saving.load_model(paths["keras"])(pixels).numpy(), expected, atol=1e-5)
+    interpreter = tf.lite.Interpreter(model_path=paths["tflite"])
+    runner = interpreter.get_signature_runner(export.PIXELS_SIGNATURE)
+    np.testing.assert_allclose(runner(images=pixels)["probabilities"], expected, atol=1e-4)
+
+
+def test_predict_from_checkpoint_and_from_export_only_match_in_process(trained, images, tmp_path):
+    model_dir, paths = trained
+    folder, files = images
+    expected, _ = in_process_probabilities(model_dir, files)
+    listed = predict.image_paths([files[0], str(folder / "green.png"), str(folder / "more")])
+    assert listed == files
+    from_checkpoint, names = predict.predict(str(model_dir), listed)
+    np.testing.assert_allclose(from_checkpoint, expected, atol=1e-5)
+    assert names == ["red", "green", "blue"]
+    export_only = tmp_path / "deployed"
+    shutil.copytree(model_dir / "export", export_only)
+    from_export, names = predict.predict(str(export_only), listed)
+    np.testing.assert_allclose(from_export, expected, atol=1e-5)
+    line = predict.format_top_k("x.jpg", from_export[0], names, 2)
+    assert line.startswith("x.jpg: red ") and line.count(",") == 1
+    with pytest.raises(FileNotFoundError, match="nothing.jpg: no such file"):
+        predict.image_paths([str(folder / "nothing.jpg")])
+
+
+def test_evaluate_writes_metrics_per_class_report_and_confusion_matrix(trained, color_records):
+    model_dir, _ = trained
+    cfg, split = evaluate.prepare(str(model_dir))
+    assert split == "validation"  # the colour records have no test split
+    report = evaluate.evaluate(cfg, split, tf.distribute.get_strategy())
+    confusion = np.array(report["confusion_matrix"])
+    assert confusion.sum() == report["count"] == 36 and confusion.sum(axis=1).tolist() == [12, 12, 12]
+    assert report["accuracy"] == pytest.approx(np.trace(confusion) / 36)
+    for i, name in enumerate(["red", "green", "blue"]):
+        per_class = report["per_class"][name]
+        assert per_class["recall"] == pytest.approx(confusion[i, i] / 12)
+        assert per_class["support"] == 12
+    assert json.loads((model_dir / evaluate.REPORT_FILE).read_text()) == report
+    png = Image.open(io.BytesIO((model_dir / evaluate.CONFUSION_FILE).read_bytes()))
+    assert png.size[0] > 100 and png.size[1] > 100
+    assert list((model_dir / "evaluation").glob("events.out.tfevents.*"))
+    with pytest.raises(ValueError, match="--eval_split=test: the records"):
+        evaluate.prepare(str(model_dir), split="test")
+
+
+def test_classification_report_handles_classes_never_predicted():
+    confusion = np.array([[3, 1, 0], [0, 0, 2], [0, 0, 0]])
+    report = evaluate.classification_report(confusion, ["a", "b", "c"])
+    assert report["a"] == {"precision": 1.0, "recall": 0.75, "f1": pytest.approx(6 / 7), "support": 4}
+    assert report["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert report["c"]["support"] == 0 and report["c"]["precision"] == 0.0
+
+
+@pytest.mark.slow
+def test_saved_model_cli_and_predict_command_line(trained, images, tmp_path):
+    model_dir, paths = trained
+    folder, files = images
+    expected, _ = in_process_probabilities(model_dir, files[:1])
+    inputs = tmp_path / "in.npy"
+    np.save(inputs, np.array([open(files[0], "rb").read()], dtype=object), allow_pickle=True)
+    cli = subprocess.run(["saved_model_cli", "run", "--dir", paths["saved_model"], "--tag_set", "serve",
+                          "--signature_def", "serving_default", "--inputs", f"image_bytes={inputs}"],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    printed = cli.stdout.split("Result for output key probabilities:")[1]
+    values = np.array([float(v) for v in printed.replace("[", " ").replace("]", " ").split()])
+    np.testing.assert_allclose(values, expected[0], atol=1e-5)
+
+    command = subprocess.run([sys.executable, "-m", "tltrain.predict", f"--model_dir={model_dir}", "--top_k=2",
+                              str(folder)], capture_output=True, text=True, timeout=120)
+    assert command.returncode == 0, command.stderr[-2000:]
+    top1 = dict(line.split(": ")[0:2] for line in command.stdout.strip().splitlines())
+    assert list(top1) == sorted(files)  # a folder is listed recursively, in sorted order
+    assert {path: top1[path].split()[0] for path in files} == dict(zip(files, ["red", "green", "blue"]))

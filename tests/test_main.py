@@ -1,0 +1,132 @@
+"""main: flags named exactly like the config fields, --flagfile, and one line per bad flag before any model is built."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tltrain import main as main_lib
+from tltrain.config import RunConfig
+
+FLAGS = main_lib.FLAGS
+
+
+def parse(*args: str) -> RunConfig:
+    FLAGS.unparse_flags()
+    main_lib._parse_flags(["tltrain", *args])
+    return main_lib.config_from_flags()
+
+
+def error_of(*args: str) -> str:
+    """The message main exits with for these arguments (flags and files), checked to be one line."""
+    FLAGS.unparse_flags()
+    with pytest.raises(SystemExit) as exit_info:
+        main_lib.main(main_lib._parse_flags(["tltrain", *args]))
+    message = str(exit_info.value.code)
+    assert message.startswith("tltrain: ") and "\n" not in message, message
+    return message
+
+
+@pytest.fixture(autouse=True)
+def reset_flags():
+    yield
+    FLAGS.unparse_flags()
+
+
+def test_every_config_field_has_a_flag_of_the_same_name():
+    config = RunConfig()
+    for section in ("data", "augment", "model", "train", "strategy"):
+        for field in dataclasses.fields(getattr(config, section)):
+            name = main_lib.FLAG_NAME.get((section, field.name), field.name)
+            assert name in FLAGS, f"{section}.{field.name} has no --{name}"
+    assert main_lib.FLAG_NAME[("augment", "preset")] == "augment"
+
+
+def test_defaults_give_the_default_config():
+    cfg = parse()
+    assert cfg.train == RunConfig().train
+    assert cfg.model == RunConfig().model
+    assert cfg.data == dataclasses.replace(RunConfig().data, seed=0)  # --seed seeds every section
+
+
+def test_flags_and_flagfile_fill_the_config_and_it_round_trips_through_json(tmp_path):
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text("--model=simple_cnn\n--head_units=64,32\n--crop_area_range=0.5,1\n--augment=seed_recipe\n")
+    cfg = parse(f"--flagfile={flagfile}", "--batch_size=8", "--seed=7", "--profile_steps=3,5", "--export_tflite")
+    assert (cfg.model.model, cfg.model.head_units, cfg.data.crop_area_range) == ("simple_cnn", (64, 32), (0.5, 1.0))
+    assert (cfg.augment.preset, cfg.data.batch_size, cfg.train.profile_steps) == ("seed_recipe", 8, (3, 5))
+    assert cfg.train.seed == cfg.data.seed == cfg.augment.seed == 7
+    assert cfg.train.export_tflite is True
+    assert RunConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_model_list_prints_the_registry(capsys):
+    FLAGS.unparse_flags()
+    main_lib.main(main_lib._parse_flags(["tltrain", "--model=list"]))
+    listing = capsys.readouterr().out
+    for name in ("mobilenet_v2", "efficientnet_b0", "resnet50", "simple_cnn"):
+        assert name in listing
+
+
+def test_malformed_flag_values_are_one_line_errors():
+    assert "--optimizer=rmsprob" in error_of("--optimizer=rmsprob")
+    assert "--head_units" in error_of("--head_units=64,lots")
+    assert "--crop_area_range: needs 2" in error_of("--crop_area_range=0.5")
+    assert "--batch_size" in error_of("--batch_size=big")
+
+
+def test_bad_flags_fail_before_any_model_is_built(tmp_path, color_records):
+    base = [f"--records_dir={color_records}", f"--model_dir={tmp_path / 'run'}", "--weights=none"]
+    assert "--model_dir: required" in error_of(f"--records_dir={color_records}")
+    assert "resnet_9000" in error_of(*base, "--model=resnet_9000")
+    assert "--image_size=16 is too small for mobilenet_v2" in error_of(*base, "--model=mobilenet_v2", "--image_size=16")
+    missing = tmp_path / "no_records"
+    assert f"{missing}/dataset.json" in error_of(*base[1:], f"--records_dir={missing}", "--model=simple_cnn")
+    assert "--num_classes=5: the records have 3 classes" in error_of(*base, "--model=simple_cnn", "--num_classes=5")
+    assert "--fine_tune_epochs: needs --freeze=backbone" in error_of(
+        *base, "--model=simple_cnn", "--freeze=none", "--fine_tune_epochs=1")
+    assert "unexpected arguments photo.jpg" in error_of(*base, "--model=simple_cnn", "photo.jpg")
+    assert "cannot read local files" in error_of(*base, "--model=simple_cnn", "--strategy=tpu", "--tpu=my-tpu")
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_resuming_with_another_model_or_image_size_is_a_one_line_error(tmp_path, color_records):
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    earlier = RunConfig()
+    earlier.model.model, earlier.data.image_size = "simple_cnn", 32
+    (model_dir / "config.json").write_text(earlier.to_json())
+    (model_dir / "labels.txt").write_text("red\ngreen\nblue\n")
+    base = [f"--records_dir={color_records}", f"--model_dir={model_dir}", "--weights=none"]
+    message = error_of(*base, "--model=mobilenet_v2", "--alpha=0.35", "--image_size=32")
+    assert "holds a run with model=simple_cnn, this one has model=mobilenet_v2" in message
+    assert "image_size=32, this one has image_size=48" in error_of(*base, "--model=simple_cnn", "--image_size=48")
+    (model_dir / "labels.txt").write_text("cat\ndog\nfish\n")
+    assert "classes=cat,dog,fish" in error_of(*base, "--model=simple_cnn", "--image_size=32")
+
+
+def test_other_modes_need_a_trained_model_dir(tmp_path):
+    for mode in ("evaluate", "export", "predict"):
+        assert "no config.json/labels.txt; train a model there first" in error_of(
+            f"--mode={mode}", f"--model_dir={tmp_path}")
+
+
+@pytest.mark.slow
+def test_command_line_errors_are_one_line_without_traceback(tmp_path, color_records):
+    """In a fresh process (devices split before TensorFlow starts): batch size vs replicas, and no TPU."""
+    base = [sys.executable, "-m", "tltrain.main", f"--records_dir={color_records}", f"--model_dir={tmp_path / 'run'}",
+            "--model=simple_cnn", "--weights=none"]
+    cases = {
+        "--batch_size=15: not divisible by the 2 replicas": ["--strategy=mirrored", "--num_cpu_devices=2",
+                                                              "--batch_size=15"],
+        "--strategy=tpu --tpu=local: no TPU reachable": ["--strategy=tpu", "--tpu=local"],
+    }
+    for expected, args in cases.items():
+        process = subprocess.run(base + args, capture_output=True, text=True, timeout=120,
+                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert process.returncode != 0
+        assert "Traceback" not in process.stderr
+        errors = [line for line in process.stderr.splitlines() if line.startswith("tltrain:")]
+        assert len(errors) == 1 and expected in errors[0], process.stderr[-2000:]

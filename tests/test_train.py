@@ -1,0 +1,181 @@
+"""The training loop: it learns, phases freeze the right layers, SIGKILL + re-run resumes to the same end,
+mixed precision and 2-replica mirrored runs work, and the schedule/weights/stop rules do what they say."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tltrain import models, run_dir, train
+from tltrain.config import RunConfig
+
+
+def small_config(records, model_dir, **train_fields) -> RunConfig:
+    """simple_cnn at 32 px, batch 16, no pretrained weights: seconds per epoch on 2 cores."""
+    cfg = RunConfig()
+    cfg.data = dataclasses.replace(cfg.data, records_dir=str(records), image_size=32, batch_size=16)
+    cfg.model = dataclasses.replace(cfg.model, model="simple_cnn", weights="none")
+    cfg.train = dataclasses.replace(cfg.train, model_dir=str(model_dir), **train_fields)
+    return cfg
+
+
+def test_schedule_warms_up_then_decays_per_phase():
+    cosine = train.PhaseSchedule(0.1, total_steps=110, warmup_steps=10, kind="cosine")
+    values = [float(cosine(step)) for step in (0, 4, 9, 10, 60, 110, 200)]
+    assert values[0] == pytest.approx(0.01) and values[1] == pytest.approx(0.05)
+    assert values[2] == pytest.approx(0.1) and values[3] == pytest.approx(0.1)
+    assert values[4] == pytest.approx(0.05) and values[5] == pytest.approx(0.0, abs=1e-9) and values[6] == values[5]
+    step = train.PhaseSchedule(1.0, total_steps=100, warmup_steps=0, kind="step")
+    assert [float(step(s)) for s in (0, 49, 50, 75, 99)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
+    assert float(train.PhaseSchedule(0.5, 100, 0, "constant")(99)) == 0.5
+
+
+def test_phases_and_precision_follow_the_flags():
+    cfg = RunConfig()
+    cfg.train = dataclasses.replace(cfg.train, epochs=2, fine_tune_epochs=3, learning_rate=0.01)
+    assert train.plan_phases(cfg, replicas=1) == [train.Phase("transfer", 2, 0.01), train.Phase("fine_tune", 3, 0.001)]
+    cfg.train = dataclasses.replace(cfg.train, scale_learning_rate="linear", fine_tune_learning_rate=0.002)
+    assert train.plan_phases(cfg, replicas=4) == [train.Phase("transfer", 2, 0.04), train.Phase("fine_tune", 3, 0.008)]
+    cfg.train = dataclasses.replace(cfg.train, freeze="none", fine_tune_epochs=0, scale_learning_rate="none")
+    assert train.plan_phases(cfg, replicas=1) == [train.Phase("full", 2, 0.01)]
+    default = tf.distribute.get_strategy()
+    assert train.resolve_precision("bfloat16", default) == "mixed_bfloat16"
+    assert train.resolve_precision("float16", default) == "mixed_float16"
+    assert train.resolve_precision("none", default) == "float32"
+    if not tf.config.list_physical_devices("GPU"):
+        native = train._cpu_has_native_bf16()
+        assert train.resolve_precision("auto", default) == ("mixed_bfloat16" if native else "float32")
+
+
+def test_balanced_class_weights_come_from_the_training_counts(tmp_path, color_records):
+    cfg = small_config(color_records, tmp_path / "run", class_weight="balanced")
+    job = train.prepare(cfg)
+    job.class_counts = [10, 30, 0]
+    assert train._class_weights(job).numpy() == pytest.approx([4 / 3, 4 / 9, 0.0])
+
+
+@pytest.mark.slow
+def test_loss_falls_and_accuracy_ends_well_above_chance(tmp_path, color_records):
+    cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=5, learning_rate=3e-3)
+    result = train.train(train.prepare(cfg))
+    history = result["history"]
+    assert result["step"] == 5 * 6 and len(history) == 5
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+    assert history[-1]["val_accuracy"] >= 0.8  # chance is 1/3
+    assert 0.0 <= history[-1]["input_wait_share"] <= 1.0 and history[-1]["images_per_second"] > 0
+    assert (tmp_path / "run" / "config.json").exists() and (tmp_path / "run" / "labels.txt").read_text() == \
+        "red\ngreen\nblue\n"
+
+
+@pytest.mark.slow
+def test_transfer_freezes_the_backbone_and_fine_tune_only_its_top_with_batchnorm_frozen(tmp_path, color_records):
+    """MobileNetV2 (alpha 0.35) from a weights file: phase 1 leaves the whole backbone (BatchNorm statistics
+    included) untouched; phase 2 trains only layers from fine_tune_at on and still leaves BatchNorm alone."""
+    weights = tmp_path / "backbone.weights.h5"
+    model_cfg = dataclasses.replace(RunConfig().model, model="mobilenet_v2", alpha=0.35, weights="none")
+    models.build_classifier(model_cfg, 3, 32).get_layer("backbone").save_weights(weights)
+    cfg = small_config(color_records, tmp_path / "run", epochs=1, steps_per_epoch=2, learning_rate=0.01,
+                       fine_tune_at="block_15_expand")
+    cfg.model = dataclasses.replace(model_cfg, weights=str(weights))
+    cfg.train = dataclasses.replace(cfg.train, fine_tune_epochs=1, fine_tune_learning_rate=0.01, validation_steps=1)
+    start = models.build_classifier(cfg.model, 3, 32).get_layer("backbone")
+    train.train(train.prepare(cfg))
+
+    def backbone_at(step):
+        model = run_dir.build_model(cfg, 3, "float32", weights="none")
+        path = str(tmp_path / "run" / "checkpoints" / f"ckpt-{step}")
+        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        return model.get_layer("backbone")
+
+    for before, after in zip(start.weights, backbone_at(2).weights):  # the end of phase 1
+        np.testing.assert_array_equal(before.numpy(), after.numpy(), err_msg=before.path)
+    cut = [layer.name for layer in start.layers].index("block_15_expand")
+    for index, (before, after) in enumerate(zip(start.layers, backbone_at(4).layers)):  # the end of phase 2
+        for w_before, w_after in zip(before.weights, after.weights):
+            same = np.array_equal(w_before.numpy(), w_after.numpy())
+            frozen = index < cut or isinstance(before, keras.layers.BatchNormalization)
+            assert same == frozen, f"{before.name}/{w_before.name}: changed={not same}, layer {index}, cut {cut}"
+
+
+@pytest.mark.slow
+def test_stop_at_accuracy_ends_the_run_and_a_rerun_does_nothing(tmp_path, color_records, capsys):
+    cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=3, stop_at_accuracy=0.01)
+    first = train.train(train.prepare(cfg))
+    assert first["stopped_early"] and first["step"] == 6 and len(first["history"]) == 1
+    again = train.train(train.prepare(cfg))
+    assert again["step"] == 6 and again["history"] == []
+    assert "run already stopped early" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bfloat16_mixed_precision_trains(tmp_path, color_records):
+    cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=1, steps_per_epoch=2,
+                       mixed_precision="bfloat16")
+    job = train.prepare(cfg)
+    assert job.precision == "mixed_bfloat16"
+    model = run_dir.build_model(job.cfg, 3, job.precision)
+    assert model.get_layer("backbone").compute_dtype == "bfloat16" and model.output.dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # not leaked
+    history = train.train(job)["history"]
+    assert np.isfinite(history[0]["loss"]) and np.isfinite(history[0]["val_loss"])
+
+
+def _main(*args):
+    return [sys.executable, "-m", "tltrain.main", *args]
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_logical_cpus_trains(tmp_path, color_records):
+    process = subprocess.run(
+        _main(f"--records_dir={color_records}", f"--model_dir={tmp_path / 'run'}", "--model=simple_cnn",
+              "--weights=none", "--image_size=32", "--batch_size=16", "--freeze=none", "--epochs=2",
+              "--strategy=mirrored", "--num_cpu_devices=2", "--learning_rate=0.003"),
+        capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "MirroredStrategy, 2 replicas" in process.stdout
+    assert "done at step 12" in process.stdout
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith("ckpt-12")
+
+
+@pytest.mark.slow
+def test_sigkill_during_fine_tuning_then_rerun_ends_at_the_same_step(tmp_path, color_records):
+    """Killed mid phase 2 (after a --checkpoint_steps save), the same command resumes in phase 2 at the saved
+    step and ends at the final step of an uninterrupted run: 1 + 4 epochs of 6 steps = 30, with the fine-tune
+    optimizer at 24 iterations (the learning rate schedule's position)."""
+    model_dir = tmp_path / "run"
+    command = _main(f"--records_dir={color_records}", f"--model_dir={model_dir}", "--model=simple_cnn",
+                    "--weights=none", "--image_size=32", "--batch_size=16", "--epochs=1", "--fine_tune_epochs=4",
+                    "--steps_per_execution=2", "--checkpoint_steps=2", "--seed=3")
+    checkpoints = model_dir / "checkpoints"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    killed_after = None
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        latest = tf.train.latest_checkpoint(str(checkpoints))
+        step = int(latest.rsplit("-", 1)[1]) if latest else 0
+        if 6 < step < 28:
+            os.kill(process.pid, signal.SIGKILL)
+            killed_after = step
+            break
+        time.sleep(0.05)
+    process.wait()
+    assert killed_after is not None, "the run ended before it could be killed in phase 2"
+    config_before = (model_dir / "config.json").read_text()
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed from" in rerun.stdout and "[transfer]" not in rerun.stdout
+    assert "done at step 30" in rerun.stdout
+    assert (model_dir / "config.json").read_text() == config_before
+    final = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(checkpoints)))
+    assert final.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 30
+    assert final.get_tensor("phase/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    assert final.get_tensor("optimizer_fine_tune/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 24
+    assert final.get_tensor("optimizer_transfer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 6
