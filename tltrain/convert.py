@@ -745,12 +745,12 @@ def convert(
     next run).
     """
     options = Options(**options)
+    found = scan(src)  # before TF is imported: a bad --src fails in milliseconds
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    pool = Workers(workers, options) if workers > 1 else None  # starts while TF imports and src is scanned
+    pool = Workers(workers, options) if workers > 1 else None  # starts while TF imports
     try:
         import tensorflow as tf
 
-        found = scan(src)
         _prepare_out(out, src, overwrite)
         compression = "GZIP" if options.compression.lower() == "gzip" else ""
         writers = {
