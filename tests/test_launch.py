@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -294,3 +295,68 @@ def test_data_service_serves_a_pipeline_on_localhost():
     finally:
         if server.poll() is None:
             server.kill()
+
+
+def read_step(checkpoint_dir: pathlib.Path) -> int:
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def epoch_lines(log: str, worker: int) -> list[str]:
+    return [line for line in log.splitlines() if line.startswith(f"[worker {worker}] [full] epoch ")]
+
+
+def metric(line: str, name: str) -> float:
+    return float(line.split(f" - {name} ", 1)[1].split(" ", 1)[0])
+
+
+@pytest.mark.slow
+def test_two_worker_job_on_localhost_trains_and_resumes_after_a_worker_is_killed(tmp_path, color_records):
+    """local_cluster runs tltrain as 2 MultiWorkerMirroredStrategy workers. Worker 1 is SIGKILLed after a
+    checkpoint: the job stops with its status. The same job started again resumes on both workers from
+    the chief's checkpoint and ends at the step an uninterrupted run ends at (4 epochs x 6 steps = 24),
+    with both workers in lockstep, accuracy well above chance, and worker 1's temporary write dir removed."""
+    model_dir = tmp_path / "run"
+    checkpoints = model_dir / "checkpoints"
+    args = [f"--records_dir={color_records}", f"--model_dir={model_dir}", "--model=simple_cnn", "--weights=none",
+            "--image_size=32", "--batch_size=16", "--freeze=none", "--epochs=4", "--learning_rate=0.003",
+            "--checkpoint_steps=2", "--seed=5"]
+
+    def job_env(name):  # each run's own TMPDIR, to see where worker 1 writes
+        (tmp_path / name).mkdir()
+        return {"TMPDIR": str(tmp_path / name)}
+
+    def write_dirs(name):
+        return [path.name for path in (tmp_path / name).iterdir() if path.name.startswith("tltrain-")]
+
+    first = io.StringIO()
+    cluster = local_cluster.LocalCluster(args, num_workers=2, env=job_env("tmp_killed"), out=first)
+    cluster.start()
+    try:
+        while cluster.processes[1].poll() is None and not 2 <= read_step(checkpoints) <= 12:
+            time.sleep(0.05)
+        assert cluster.processes[1].poll() is None, "worker 1 ended before a checkpoint:\n" + first.getvalue()
+        cluster.processes[1].send_signal(signal.SIGKILL)
+        status = cluster.wait(timeout_s=GUARD_TIMEOUT_S)
+    finally:
+        cluster.stop()
+    killed_at = read_step(checkpoints)
+    assert status != 0 and cluster.processes[1].returncode == -signal.SIGKILL, first.getvalue()
+    assert all(process.returncode is not None for process in cluster.processes)
+    assert 2 <= killed_at < 24 and "done at step" not in first.getvalue()
+    assert [name.startswith("tltrain-worker1-checkpoints") for name in write_dirs("tmp_killed")] == [True]
+
+    second = io.StringIO()
+    status = local_cluster.run_cluster(args, num_workers=2, env=job_env("tmp_rerun"), timeout_s=300, out=second)
+    log = second.getvalue()
+    assert status == 0, log
+    for worker in (0, 1):
+        assert f"[worker {worker}] resumed from {checkpoints}/ckpt-{killed_at}" in log
+        assert f"[worker {worker}] CollectiveAllReduceStrategy, 2 replicas" in log
+    assert "[worker 0] done at step 24" in log and read_step(checkpoints) == 24
+    chief, other = epoch_lines(log, 0), epoch_lines(log, 1)
+    assert chief and [metric(line, "loss") for line in chief] == [metric(line, "loss") for line in other]
+    assert metric(chief[-1], "val_accuracy") > 0.6  # chance is 1/3
+    assert write_dirs("tmp_rerun") == []  # a worker that ends normally removes its write dir
