@@ -1,8 +1,9 @@
 """Augmentation on the accelerator, inside the replicated train step, on the uint8 batches the host ships.
 
-Randomness comes only from the [2] seed tensor of each call (stateless ops, Philox picked explicitly so XLA
-and the TF kernels draw the same numbers): the trainer passes [run_seed, step * replicas + replica], so a run
-is reproducible and every step and replica gets different draws. Never applied in eval or predict.
+Randomness comes only from the [2] seed tensor of each call (stateless random ops): the trainer passes
+[run_seed, step * replicas + replica], so a run is reproducible and every step and replica gets different
+draws. (The numbers depend on the device and on XLA, as for every stateless op.) Never applied in eval or
+predict.
 
 Why not Keras preprocessing layers, the first choice? Measured by `tools/bench_input.py --compare_augment`
 (batch 64 of 224x224, this 2-core CPU): flip, rotation, translation, zoom and shear as five Keras layers cost
@@ -30,7 +31,6 @@ PRESETS = {
     "seed_recipe": dict(_OFF, horizontal_flip=True, rotation=40.0, shift=0.2, zoom=0.2, shear=0.2),
 }
 FILL_MODES = ("nearest", "reflect")
-_RNG = "philox"
 
 
 def resolve(cfg: AugmentConfig) -> AugmentConfig:
@@ -69,7 +69,7 @@ class Augmenter:
     def __call__(self, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         c = self.cfg
         geometric_seed, color_seed, mix_seed = tf.unstack(
-            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3, alg=_RNG))
+            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3))
         labels = tf.cast(labels, tf.float32)
         if self.geometric:
             transforms = affine_transforms(c, tf.shape(images), geometric_seed)
@@ -90,7 +90,7 @@ def affine_transforms(cfg: AugmentConfig, shape: tf.Tensor, seed: tf.Tensor) -> 
     """[B, 8] projective transforms (ImageProjectiveTransformV3 layout) mapping output to input pixels:
     flips, then zoom, shear, rotation about the centre, then the shift, as ImageDataGenerator composes them."""
     batch, height, width = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-    u = tf.random.stateless_uniform([8, batch], seed, alg=_RNG)
+    u = tf.random.stateless_uniform([8, batch], seed)
     symmetric = 2.0 * u - 1.0  # uniform in [-1, 1)
     flip_x = tf.where(u[0] < 0.5, -1.0, 1.0) if cfg.horizontal_flip else tf.ones([batch])
     flip_y = tf.where(u[1] < 0.5, -1.0, 1.0) if cfg.vertical_flip else tf.ones([batch])
@@ -148,7 +148,7 @@ def _resample_bilinear(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str)
 
 
 def _random_flips(images: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
-    u = tf.random.stateless_uniform([2, tf.shape(images)[0], 1, 1, 1], seed, alg=_RNG)
+    u = tf.random.stateless_uniform([2, tf.shape(images)[0], 1, 1, 1], seed)
     if cfg.horizontal_flip:
         images = tf.where(u[0] < 0.5, tf.reverse(images, [2]), images)
     if cfg.vertical_flip:
@@ -162,7 +162,7 @@ def _random_flips(images: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.
 def _contrast_brightness(images: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
     """Per image: contrast factor in [1-c, 1+c] about the per-channel mean (as keras.layers.RandomContrast),
     plus a brightness offset in [-b, b] * 255 (as keras.layers.RandomBrightness), then clipped to [0, 255]."""
-    u = 2.0 * tf.random.stateless_uniform([2, tf.shape(images)[0], 1, 1, 1], seed, alg=_RNG) - 1.0
+    u = 2.0 * tf.random.stateless_uniform([2, tf.shape(images)[0], 1, 1, 1], seed) - 1.0
     mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
     factor, offset = 1.0 + u[0] * cfg.contrast, u[1] * cfg.brightness * 255.0
     return tf.clip_by_value((images - mean) * factor + mean + offset, 0.0, 255.0)
@@ -172,11 +172,11 @@ def _gamma(size, alpha: float, seed: tf.Tensor, candidates: int = 16) -> tf.Tens
     """Gamma(alpha) samples by Marsaglia-Tsang with a fixed number of candidates instead of a rejection loop:
     tf.random.stateless_gamma has no XLA kernel. Each candidate is accepted with probability > 0.95, so all 16
     failing (then the mode is returned) happens about once in 1e20 draws."""
-    normal_seed, uniform_seed, boost_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3, alg=_RNG))
+    normal_seed, uniform_seed, boost_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     d = (alpha + 1.0 if alpha < 1.0 else alpha) - 1.0 / 3.0  # alpha < 1: Gamma(alpha + 1) * U^(1/alpha)
     c = 1.0 / math.sqrt(9.0 * d)
-    x = tf.random.stateless_normal([candidates, size], normal_seed, alg=_RNG)
-    u = tf.random.stateless_uniform([candidates, size], uniform_seed, alg=_RNG)
+    x = tf.random.stateless_normal([candidates, size], normal_seed)
+    u = tf.random.stateless_uniform([candidates, size], uniform_seed)
     v = (1.0 + c * x) ** 3
     safe_v = tf.maximum(v, 1e-12)
     accepted = (v > 0) & (tf.math.log(u) < 0.5 * x * x + d - d * safe_v + d * tf.math.log(safe_v))
@@ -184,13 +184,13 @@ def _gamma(size, alpha: float, seed: tf.Tensor, candidates: int = 16) -> tf.Tens
     value = d * tf.gather(tf.transpose(safe_v), first, batch_dims=1)
     value = tf.where(tf.reduce_any(accepted, axis=0), value, d)
     if alpha < 1.0:
-        boost = tf.random.stateless_uniform([size], boost_seed, minval=1e-12, maxval=1.0, alg=_RNG)
+        boost = tf.random.stateless_uniform([size], boost_seed, minval=1e-12, maxval=1.0)
         value *= boost ** (1.0 / alpha)
     return value
 
 
 def _beta(size, alpha: float, seed: tf.Tensor) -> tf.Tensor:
-    seeds = tf.random.experimental.stateless_split(seed, 2, alg=_RNG)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
     a, b = _gamma(size, alpha, seeds[0]), _gamma(size, alpha, seeds[1])
     return a / tf.maximum(a + b, 1e-12)
 
@@ -198,12 +198,12 @@ def _beta(size, alpha: float, seed: tf.Tensor) -> tf.Tensor:
 def _mix(images: tf.Tensor, labels: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor):
     """Mixup or CutMix with the batch reversed as partner (each example's weight from Beta(alpha, alpha)).
     With both alphas set, each batch uses one of them, chosen by a coin."""
-    choice_seed, mixup_seed, cutmix_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3, alg=_RNG))
+    choice_seed, mixup_seed, cutmix_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     if not cfg.cutmix_alpha:
         return _mixup(images, labels, cfg.mixup_alpha, mixup_seed)
     if not cfg.mixup_alpha:
         return _cutmix(images, labels, cfg.cutmix_alpha, cutmix_seed)
-    coin = tf.random.stateless_uniform([], choice_seed, alg=_RNG)
+    coin = tf.random.stateless_uniform([], choice_seed)
     return tf.cond(coin < 0.5, lambda: _mixup(images, labels, cfg.mixup_alpha, mixup_seed),
                    lambda: _cutmix(images, labels, cfg.cutmix_alpha, cutmix_seed))
 
@@ -219,9 +219,9 @@ def _cutmix(images, labels, alpha: float, seed):
     """Pastes a box of area (1 - weight) of the partner image; labels weighted by the box's area after clipping."""
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
-    beta_seed, centre_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2, alg=_RNG))
+    beta_seed, centre_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     side = tf.sqrt(1.0 - _beta(batch, alpha, beta_seed))
-    centre = tf.random.stateless_uniform([2, batch], centre_seed, alg=_RNG)
+    centre = tf.random.stateless_uniform([2, batch], centre_seed)
 
     def span(size, centre_fraction):
         size_f = tf.cast(size, tf.float32)
