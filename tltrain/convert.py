@@ -258,7 +258,7 @@ def _tf_decodes_as_is(header: dict | None, max_side: int) -> bool:
         header is not None
         and header["frame"] in TF_JPEG_FRAMES
         and header["precision"] == 8
-        and header["components"] in (1, 3)  # CMYK/YCCK (4) decode slower and colour-convert: stored as RGB
+        and header["components"] in (1, 3)  # CMYK/YCCK: converted once, readers get 1- or 3-channel JPEGs
         and header["orientation"] == 1
         and header["complete"]
         and header["height"] > 0
@@ -410,7 +410,8 @@ class Workers:
     def __init__(self, count: int, options: Options):
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
-        context.set_forkserver_preload([__name__]) if method == "forkserver" else None
+        if method == "forkserver":
+            context.set_forkserver_preload([__name__])
         self.pipes, self.processes = [], []
         with _without_caller_main():
             for _ in range(count):
@@ -548,7 +549,7 @@ def _prepare_out(out: str, src: str, overwrite: bool):
     if not overwrite and "dataset.json" in names:
         raise ConvertError(f"--out {out} already holds records (dataset.json): pass --overwrite to replace them")
     if not overwrite and foreign:
-        raise ConvertError(f"--out {out} is not empty ({foreign[0]} and {len(foreign) - 1} more): use an empty folder")
+        raise ConvertError(f"--out {out} is not empty ({len(foreign)} other files, e.g. {foreign[0]}): use an empty folder")
     for name in sorted(set(names) - set(foreign), key=lambda name: name != "dataset.json"):  # dataset.json first
         tf.io.gfile.remove(posixpath.join(out, name))
 
@@ -757,12 +758,13 @@ def convert(
             split: SplitWriter(out, split, count, compression) for split, count in _plan_shards(found, options).items()
         }
         assembler = Assembler(found, options, writers)
-        order = list(found.sources)  # sorted by path
+        order = list(found.sources)  # walk order: sorted folders, sorted names
         random.Random(options.seed).shuffle(order)
         paths = [source.path for source in order]
         loaded = pool.map(paths) if pool else (load(path, options) for path in paths)
+        bar = tqdm(loaded, total=len(order), unit="img", disable=None if progress else True)  # None: only on a tty
         try:
-            for source, result in zip(order, tqdm(loaded, total=len(order), unit="img", disable=None if progress else True)):
+            for source, result in zip(order, bar):
                 assembler.add(source, result)
             assembler.resolve_conflicts()
             assembler.check(src)
@@ -786,27 +788,29 @@ def convert(
 
 
 def _define_flags():
+    """The converter's flags, listed by --help of whichever program runs run() (absl shows its key flags)."""
     from absl import flags
 
-    flags.DEFINE_string("src", None, "Folder of images: src/<class>/**/<image> or src/{train,validation,test}/<class>/**.")
-    flags.DEFINE_string("out", None, "Output folder for the shards and dataset.json (local or gs://).")
-    flags.DEFINE_float("validation_fraction", 0.1, "Fraction of each class held out for validation (folder layout).")
-    flags.DEFINE_float("test_fraction", 0.0, "Fraction of each class held out for test (folder layout).")
-    flags.DEFINE_integer("seed", 0, "Seed of the split, the record order and --max_per_class.")
+    main = {"module_name": sys.argv[0]}
+    flags.DEFINE_string("src", None, "Images: src/<class>/**/<image>, or src/{train,validation,test}/<class>/**.", **main)
+    flags.DEFINE_string("out", None, "Output folder for the shards and dataset.json (local or gs://).", **main)
+    flags.DEFINE_float("validation_fraction", 0.1, "Fraction of each class held out for validation.", **main)
+    flags.DEFINE_float("test_fraction", 0.0, "Fraction of each class held out for test.", **main)
+    flags.DEFINE_integer("seed", 0, "Seed of the split, the record order and --max_per_class.", **main)
     flags.DEFINE_integer(
-        "max_per_class", None, "Keep at most N training images per class (validation/test unchanged), chosen by seed."
+        "max_per_class", None, "Keep at most N training images per class, chosen by seed (validation/test kept).", **main
     )
-    flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality for images that must be re-encoded.")
+    flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality for the images that are re-encoded.", **main)
     flags.DEFINE_enum(
-        "store_png_as", "jpeg", ["jpeg", "png"], "Format for converted non-JPEG sources (PNG, GIF, BMP, WebP, TIFF...)."
+        "store_png_as", "jpeg", ["jpeg", "png"], "Format of converted non-JPEG sources (PNG, GIF, BMP, WebP...).", **main
     )
-    flags.DEFINE_integer("max_side", 0, "Downsize images whose longer side exceeds this (0: keep sizes).")
-    flags.DEFINE_integer("num_shards", 0, "Shards per split (0: from --shard_size_mb).")
-    flags.DEFINE_float("shard_size_mb", 128, "Approximate shard size when --num_shards is 0.")
-    flags.DEFINE_enum("compression", "none", ["none", "gzip"], "TFRecord compression (JPEG bytes barely compress).")
-    flags.DEFINE_bool("overwrite", False, "Replace the records already in --out.")
-    flags.DEFINE_bool("strict", False, "Exit with status 1 if any file other than hidden/system files was skipped.")
-    flags.DEFINE_integer("workers", 0, "Processes reading and converting images (0: all cores).")
+    flags.DEFINE_integer("max_side", 0, "Downsize images whose longer side exceeds this (0: keep sizes).", **main)
+    flags.DEFINE_integer("num_shards", 0, "Shards per split (0: from --shard_size_mb).", **main)
+    flags.DEFINE_float("shard_size_mb", 128, "Approximate shard size when --num_shards is 0.", **main)
+    flags.DEFINE_enum("compression", "none", ["none", "gzip"], "TFRecord compression (JPEGs barely compress).", **main)
+    flags.DEFINE_bool("overwrite", False, "Replace the records already in --out.", **main)
+    flags.DEFINE_bool("strict", False, "Exit with status 1 if any file but hidden/system files was skipped.", **main)
+    flags.DEFINE_integer("workers", 0, "Processes reading and converting images (0: one per core).", **main)
     flags.mark_flags_as_required(["src", "out"])
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Images in class folders -> TFRecord shards + dataset.json (tltrain.convert; --helpfull lists the flags).
+"""Images in class folders -> TFRecord shards + dataset.json (tltrain.convert; --help lists the flags).
 
     python tools/make_tfrecords.py --src data/ --out records/
 
