@@ -22,6 +22,7 @@ import sys  # noqa: E402
 import typing  # noqa: E402
 
 from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 
 from tltrain import config as config_lib  # noqa: E402
 
@@ -140,8 +141,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(f"tltrain: {e}")
 
 
+def _only_tltrain_info(record: logging.LogRecord) -> bool:
+    """TensorFlow's and Keras's INFO lines (savers, collectives, ...) would drown the per-epoch lines."""
+    return record.levelno >= logging.WARNING or f"{os.sep}tltrain{os.sep}" in record.pathname
+
+
 def main(argv: list[str]) -> None:
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # TF's INFO lines drown the per-epoch lines
+    absl_logging.get_absl_handler().addFilter(_only_tltrain_info)
     if FLAGS.model == "list":
         from tltrain import models
 
