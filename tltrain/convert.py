@@ -26,6 +26,7 @@ import posixpath
 import random
 import re
 import signal
+import stat as stat_module
 import struct
 import sys
 import types
@@ -85,7 +86,7 @@ class Options:
 # ----------------------------------------------------------------------------------------------- scanning
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Source:
     """One candidate image: a non-hidden file inside a class folder."""
 
@@ -166,7 +167,7 @@ def scan(src: str) -> Scan:
             skipped.append({"file": rel, "reason": "outside class folders"})
         elif isinstance(stat, OSError):
             skipped.append({"file": rel, "reason": "unreadable", "detail": stat.strerror or type(stat).__name__})
-        elif not os.path.isfile(path):
+        elif not stat_module.S_ISREG(stat.st_mode):
             skipped.append({"file": rel, "reason": "unreadable", "detail": "not a regular file"})
         elif stat.st_size == 0:
             skipped.append({"file": rel, "reason": "zero bytes"})
@@ -217,6 +218,9 @@ def _exif_orientation(app1: bytes) -> int:
         return 0
 
 
+_SEGMENT = struct.Struct(">BBH")  # 0xFF, marker, segment length
+
+
 def jpeg_header(data: bytes) -> dict | None:
     """Frame type, size, components, EXIF orientation and completeness from the marker segments.
 
@@ -226,9 +230,9 @@ def jpeg_header(data: bytes) -> dict | None:
     """
     i, frame, orientation = 2, None, 1
     while i + 4 <= len(data):
-        if data[i] != 0xFF:
+        prefix, marker, length = _SEGMENT.unpack_from(data, i)
+        if prefix != 0xFF:
             return None
-        marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
             continue
@@ -237,7 +241,7 @@ def jpeg_header(data: bytes) -> dict | None:
             continue
         if marker == 0xD9:
             return None
-        end = i + 2 + struct.unpack_from(">H", data, i + 2)[0]
+        end = i + 2 + length
         if marker == 0xDA:
             if frame is None:
                 return None
