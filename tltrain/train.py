@@ -89,6 +89,12 @@ def prepare(cfg: RunConfig) -> Job:
     if cfg.train.stop_at_accuracy and not validation_count:
         raise ValueError(f"--stop_at_accuracy: the records have no '{cfg.data.validation_split}' split to measure it on")
     k = cfg.train.steps_per_execution
+    latest = tf.train.latest_checkpoint(posixpath.join(cfg.train.model_dir, run_dir.CHECKPOINT_DIR))
+    if latest:  # executions stack k batches: a resumed phase must be at a multiple of k
+        phase_step = int(tf.train.load_checkpoint(latest).get_tensor("phase_step/.ATTRIBUTES/VARIABLE_VALUE"))
+        if phase_step % k:
+            raise ValueError(f"--steps_per_execution={k}: {latest} is at step {phase_step} of its phase, not a "
+                             f"multiple of {k}; resume with the --steps_per_execution it was written with")
     steps = cfg.train.steps_per_epoch or max(1, train_count // cfg.data.batch_size)
     validation_steps = data.eval_steps(cfg.data, cfg.data.validation_split) if validation_count else 0
     if cfg.train.validation_steps:
