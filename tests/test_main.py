@@ -87,6 +87,9 @@ def test_bad_flags_fail_before_any_model_is_built(tmp_path, color_records):
     assert "--num_classes=5: the records have 3 classes" in error_of(*base, "--model=simple_cnn", "--num_classes=5")
     assert "--fine_tune_epochs: needs --freeze=backbone" in error_of(
         *base, "--model=simple_cnn", "--freeze=none", "--fine_tune_epochs=1")
+    assert "unknown --fine_tune_at=block_99 for mobilenet_v2" in error_of(
+        *base, "--model=mobilenet_v2", "--alpha=0.35", "--image_size=32", "--fine_tune_epochs=1",
+        "--fine_tune_at=block_99")
     assert "unexpected arguments photo.jpg" in error_of(*base, "--model=simple_cnn", "photo.jpg")
     assert "cannot read local files" in error_of(*base, "--model=simple_cnn", "--strategy=tpu", "--tpu=my-tpu")
     assert not (tmp_path / "run").exists()  # nothing was written

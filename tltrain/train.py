@@ -80,6 +80,8 @@ def prepare(cfg: RunConfig) -> Job:
         train=dataclasses.replace(cfg.train, num_classes=info.num_classes),
     )
     run_dir.check_resume_compatible(cfg, list(info.class_names))
+    if cfg.train.fine_tune_at and cfg.train.fine_tune_epochs and cfg.train.freeze == "backbone":
+        _check_fine_tune_at(cfg)
 
     strategy = strategy_lib.make_strategy(cfg.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -109,6 +111,13 @@ def prepare(cfg: RunConfig) -> Job:
         phases=plan_phases(cfg, replicas),
         precision=resolve_precision(cfg.train.mixed_precision, strategy),
     )
+
+
+def _check_fine_tune_at(cfg: RunConfig) -> None:
+    """--fine_tune_at names a layer or block of the backbone: checked on a weightless copy of it (seconds), so a
+    typo fails now rather than after phase 1."""
+    probe = run_dir.build_model(cfg, cfg.train.num_classes, "float32", weights="none")
+    models.fine_tune_start(probe.get_layer("backbone"), cfg.model, cfg.train.fine_tune_at)
 
 
 def plan_phases(cfg: RunConfig, replicas: int) -> list[Phase]:
