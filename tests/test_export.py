@@ -65,6 +65,7 @@ def test_serving_signature_takes_image_bytes_and_returns_probabilities_and_names
     assert open(paths["labels"]).read() == "red\ngreen\nblue\n"
 
 
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_keras_file_and_tflite_give_the_same_probabilities(trained, images):
     model_dir, paths = trained
     expected, pixels = in_process_probabilities(model_dir, images[1])

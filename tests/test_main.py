@@ -117,7 +117,7 @@ def test_resuming_mid_execution_with_another_steps_per_execution_is_a_one_line_e
     tf.train.CheckpointManager(progress, str(tmp_path / "run" / "checkpoints"), max_to_keep=1).save(checkpoint_number=3)
     message = error_of(f"--records_dir={color_records}", f"--model_dir={tmp_path / 'run'}", "--weights=none",
                        "--model=simple_cnn", "--image_size=32", "--steps_per_execution=2")
-    assert "--steps_per_execution=2:" in message and "at step 3 of its phase, not a multiple of 2" in message
+    assert "--steps_per_execution=2:" in message and "at step 3 of its phase, not a multiple of it" in message
 
 
 def test_other_modes_need_a_trained_model_dir(tmp_path):

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import augment, data, models, records, run_dir
+from tltrain import augment, data, models, run_dir
 from tltrain import evaluate as evaluate_lib
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
@@ -52,55 +52,54 @@ class Job:
 
 
 def prepare(cfg: RunConfig) -> Job:
-    """Checks every setting against the records, the model registry, the devices and an earlier run in
-    model_dir, before anything is built. Raises ValueError/FileNotFoundError with a one-line message."""
+    """Checks every setting against the records, the model registry, an earlier run in model_dir and the
+    devices, before anything is built (the strategy last: multi-worker and TPU strategies wait for their
+    cluster). Raises ValueError/FileNotFoundError with a one-line message."""
     strategy_lib.configure_cpu_devices(cfg.strategy.num_cpu_devices)
+    t = cfg.train
     image_size = models.validate(cfg.model, cfg.data.image_size)
-    if cfg.data.records_dir:
-        records.read_metadata(cfg.data.records_dir)  # a missing dataset.json names the file
-    info = data.dataset_info(cfg.data)
+    info = data.dataset_info(cfg.data)  # a missing dataset.json is a FileNotFoundError naming it
     train_count = info.split_counts.get(cfg.data.train_split, 0)
+    validation_count = info.split_counts.get(cfg.data.validation_split, 0)
     if train_count == 0:
         raise ValueError(f"--records_dir={cfg.data.records_dir}: no examples in split '{cfg.data.train_split}'")
-    if cfg.train.num_classes and cfg.train.num_classes != info.num_classes:
-        raise ValueError(f"--num_classes={cfg.train.num_classes}: the records have {info.num_classes} classes")
-    if cfg.train.freeze == "none" and cfg.train.fine_tune_epochs:
+    if t.num_classes and t.num_classes != info.num_classes:
+        raise ValueError(f"--num_classes={t.num_classes}: the records have {info.num_classes} classes")
+    if cfg.data.batch_size < 1:
+        raise ValueError(f"--batch_size={cfg.data.batch_size}: must be >= 1")
+    if t.steps_per_execution < 1:
+        raise ValueError(f"--steps_per_execution={t.steps_per_execution}: must be >= 1")
+    if t.epochs <= 0 and t.fine_tune_epochs <= 0:
+        raise ValueError("--epochs, --fine_tune_epochs: nothing to train (both are 0)")
+    if t.freeze == "none" and t.fine_tune_epochs:
         raise ValueError("--fine_tune_epochs: needs --freeze=backbone (with --freeze=none everything trains from the start)")
-    if cfg.train.profile_steps and not 0 <= cfg.train.profile_steps[0] < cfg.train.profile_steps[1]:
-        raise ValueError(f"--profile_steps={cfg.train.profile_steps}: needs A,B with 0 <= A < B")
+    if t.stop_at_accuracy and not validation_count:
+        raise ValueError(f"--stop_at_accuracy: the records have no '{cfg.data.validation_split}' split to measure it on")
+    if t.profile_steps and not 0 <= t.profile_steps[0] < t.profile_steps[1]:
+        raise ValueError(f"--profile_steps={','.join(map(str, t.profile_steps))}: needs A,B with 0 <= A < B")
     remote_tpu = cfg.strategy.strategy == "tpu" and cfg.strategy.tpu not in ("", "local")
-    for flag, path in (("records_dir", cfg.data.records_dir), ("model_dir", cfg.train.model_dir)):
+    for flag, path in (("records_dir", cfg.data.records_dir), ("model_dir", t.model_dir)):
         if remote_tpu and path and not path.startswith("gs://"):
             raise ValueError(f"--{flag}={path}: the TPU {cfg.strategy.tpu} cannot read local files; use a gs:// path")
-    if cfg.train.steps_per_execution < 1:
-        raise ValueError(f"--steps_per_execution={cfg.train.steps_per_execution}: must be >= 1")
     cfg = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, image_size=image_size),
-        train=dataclasses.replace(cfg.train, num_classes=info.num_classes),
+        train=dataclasses.replace(t, num_classes=info.num_classes),
     )
     run_dir.check_resume_compatible(cfg, list(info.class_names))
-    if cfg.train.fine_tune_at and cfg.train.fine_tune_epochs and cfg.train.freeze == "backbone":
+    _check_resumable_with(t.steps_per_execution, t.model_dir)
+    if t.fine_tune_at and t.fine_tune_epochs and t.freeze == "backbone":
         _check_fine_tune_at(cfg)
 
     strategy = strategy_lib.make_strategy(cfg.strategy)
     replicas = strategy.num_replicas_in_sync
     if cfg.data.batch_size % replicas:
         raise ValueError(f"--batch_size={cfg.data.batch_size}: not divisible by the {replicas} replicas")
-    validation_count = info.split_counts.get(cfg.data.validation_split, 0)
-    if cfg.train.stop_at_accuracy and not validation_count:
-        raise ValueError(f"--stop_at_accuracy: the records have no '{cfg.data.validation_split}' split to measure it on")
-    k = cfg.train.steps_per_execution
-    latest = tf.train.latest_checkpoint(posixpath.join(cfg.train.model_dir, run_dir.CHECKPOINT_DIR))
-    if latest:  # executions stack k batches: a resumed phase must be at a multiple of k
-        phase_step = int(tf.train.load_checkpoint(latest).get_tensor("phase_step/.ATTRIBUTES/VARIABLE_VALUE"))
-        if phase_step % k:
-            raise ValueError(f"--steps_per_execution={k}: {latest} is at step {phase_step} of its phase, not a "
-                             f"multiple of {k}; resume with the --steps_per_execution it was written with")
-    steps = cfg.train.steps_per_epoch or max(1, train_count // cfg.data.batch_size)
+    k = t.steps_per_execution
+    steps = t.steps_per_epoch or max(1, train_count // cfg.data.batch_size)
     validation_steps = data.eval_steps(cfg.data, cfg.data.validation_split) if validation_count else 0
-    if cfg.train.validation_steps:
-        validation_steps = min(validation_steps, cfg.train.validation_steps)
+    if t.validation_steps:
+        validation_steps = min(validation_steps, t.validation_steps)
     return Job(
         cfg=cfg,
         strategy=strategy,
@@ -109,8 +108,19 @@ def prepare(cfg: RunConfig) -> Job:
         steps_per_epoch=math.ceil(steps / k) * k,  # whole executions
         validation_steps=validation_steps,
         phases=plan_phases(cfg, replicas),
-        precision=resolve_precision(cfg.train.mixed_precision, strategy),
+        precision=resolve_precision(t.mixed_precision, strategy),
     )
+
+
+def _check_resumable_with(steps_per_execution: int, model_dir: str) -> None:
+    """An execution stacks steps_per_execution batches, so a resumed phase must be at a multiple of it."""
+    latest = tf.train.latest_checkpoint(posixpath.join(model_dir, run_dir.CHECKPOINT_DIR))
+    if not latest:
+        return
+    phase_step = int(tf.train.load_checkpoint(latest).get_tensor("phase_step/.ATTRIBUTES/VARIABLE_VALUE"))
+    if phase_step % steps_per_execution:
+        raise ValueError(f"--steps_per_execution={steps_per_execution}: {latest} is at step {phase_step} of its "
+                         "phase, not a multiple of it; resume with the --steps_per_execution it was written with")
 
 
 def _check_fine_tune_at(cfg: RunConfig) -> None:
@@ -129,10 +139,7 @@ def plan_phases(cfg: RunConfig, replicas: int) -> list[Phase]:
         planned = [Phase("full", t.epochs, lr)]
     else:
         planned = [Phase("transfer", t.epochs, lr), Phase("fine_tune", t.fine_tune_epochs, fine_tune_lr)]
-    phases = [p for p in planned if p.epochs > 0]
-    if not phases:
-        raise ValueError("--epochs, --fine_tune_epochs: nothing to train (both are 0)")
-    return phases
+    return [p for p in planned if p.epochs > 0]
 
 
 def resolve_precision(mode: str, strategy: tf.distribute.Strategy) -> str:
