@@ -18,6 +18,7 @@ import math
 import os
 import posixpath
 import re
+from collections.abc import Mapping
 
 import tensorflow as tf
 
@@ -38,7 +39,20 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     num_classes: int
     split_counts: dict[str, int]
-    class_counts: dict[str, tuple[int, ...]]  # per split, in label order; TFDS splits are counted once
+    class_counts: Mapping[str, tuple[int, ...]]  # per split, in label order (TFDS: counted when first read)
+
+
+class _CountedOnDemand(dict):
+    """split -> per-class counts, computed the first time a split is looked up (TFDS keeps no such counts,
+    and counting means reading every label of the split)."""
+
+    def __init__(self, count_fn):
+        super().__init__()
+        self._count_fn = count_fn
+
+    def __missing__(self, split: str) -> tuple[int, ...]:
+        self[split] = counts = self._count_fn(split)
+        return counts
 
 
 def dataset_info(cfg: DataConfig) -> DatasetInfo:
@@ -178,7 +192,8 @@ class _RecordsSource:
     def _read(self, files) -> tf.data.Dataset:
         return tf.data.TFRecordDataset(files, self.compression, buffer_size=_READ_BUFFER_BYTES)
 
-    def train_examples(self, split: str, context: tf.distribute.InputContext, repeat: bool) -> tf.data.Dataset:
+    def train_examples(self, split: str, context: tf.distribute.InputContext, repeat: bool,
+                       seed: int | None) -> tf.data.Dataset:
         """Serialized examples of this pipeline's share: its own shards, in a new order every epoch; or, with
         fewer shards than pipelines, every n-th example of all of them (each pipeline then reads everything)."""
         files = [path for path, _ in self.shards(split)]
@@ -191,7 +206,7 @@ class _RecordsSource:
         files = files[index::n]
         names = tf.data.Dataset.from_tensor_slices(files)
         if repeat:
-            names = names.shuffle(len(files), reshuffle_each_iteration=True).repeat()
+            names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
         return names.interleave(
             self._read, cycle_length=min(len(files), _MAX_CYCLE_LENGTH),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=False,
@@ -237,21 +252,20 @@ class _TfdsSource:
         self.builder.download_and_prepare()
         self.image_key, self.label_key = self.builder.info.supervised_keys or ("image", "label")
 
-    def _load(self, split: str, shuffle_files: bool) -> tf.data.Dataset:
+    def _load(self, split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
         return self.builder.as_dataset(
             split=split, shuffle_files=shuffle_files, as_supervised=True,
             decoders={self.image_key: self.tfds.decode.SkipDecoding()},
+            read_config=self.tfds.ReadConfig(shuffle_seed=seed),
         )
 
     def info(self) -> DatasetInfo:
-        splits = self.builder.info.splits
-        names = list(splits) or ["train"]  # mock data (tests) has no split metadata
-        class_counts = {name: self._class_counts(name) for name in names}
+        names = list(self.builder.info.splits) or ["train"]  # mock data (tests) has no split metadata
         label_names = tuple(self.builder.info.features[self.label_key].names)
         return DatasetInfo(
             class_names=label_names, num_classes=len(label_names),
-            split_counts={name: sum(counts) for name, counts in class_counts.items()},
-            class_counts=class_counts,
+            split_counts={name: self.count(name) for name in names},
+            class_counts=_CountedOnDemand(self._class_counts),
         )
 
     def _class_counts(self, split: str) -> tuple[int, ...]:
@@ -272,8 +286,9 @@ class _TfdsSource:
         n = context.num_input_pipelines
         return split if n == 1 else self.tfds.even_splits(split, n)[context.input_pipeline_id]
 
-    def train_examples(self, split: str, context: tf.distribute.InputContext, repeat: bool) -> tf.data.Dataset:
-        examples = self._load(self._pipeline_split(split, context), shuffle_files=repeat)
+    def train_examples(self, split: str, context: tf.distribute.InputContext, repeat: bool,
+                       seed: int | None) -> tf.data.Dataset:
+        examples = self._load(self._pipeline_split(split, context), shuffle_files=repeat, seed=seed)
         return examples.repeat() if repeat else examples
 
     def eval_examples(self, split: str, context: tf.distribute.InputContext) -> tuple[tf.data.Dataset, int]:
@@ -340,14 +355,14 @@ def make_train_dataset(cfg: DataConfig, image_size: int,
     batch = context.get_per_replica_batch_size(cfg.batch_size)
     source = _source(cfg)
     calls = _parallel_calls(cfg, training=True)
-    examples = source.train_examples(cfg.train_split, context, repeat=not cfg.cache)
+    examples = source.train_examples(cfg.train_split, context, repeat=not cfg.cache, seed=cfg.seed)
     if cfg.cache:
         images = examples.map(lambda *e: _cache_pair(source.to_pair(*e), image_size), num_parallel_calls=calls)
-        images = images.cache().repeat().shuffle(cfg.shuffle_buffer)
+        images = images.cache().repeat().shuffle(cfg.shuffle_buffer, seed=cfg.seed)
         images = images.map(lambda image, label: (_random_crop_decoded(image, image_size, cfg), label),
                             num_parallel_calls=calls)
     else:
-        images = examples.shuffle(cfg.shuffle_buffer).map(
+        images = examples.shuffle(cfg.shuffle_buffer, seed=cfg.seed).map(
             lambda *e: _train_pair(source.to_pair(*e), image_size, cfg), num_parallel_calls=calls)
     batches = images.batch(batch, drop_remainder=True)
     if cfg.data_service:
