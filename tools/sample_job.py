@@ -112,11 +112,12 @@ def main(argv: list[str]) -> None:
     print("\n== summary")
     print("time: " + ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in timings.items())
           + f", total {sum(timings.values()):.0f}s")
-    for line in train_lines:
-        match = EPOCH_LINE.match(line)
-        if match:
-            print(f"  {match['phase']} epoch {match['epoch']}: validation accuracy {match['acc']}, "
-                  f"input wait {match['wait']}% of step time")
+    epochs = [match for match in map(EPOCH_LINE.match, train_lines) if match]
+    for match in epochs:
+        print(f"  {match['phase']} epoch {match['epoch']}: validation accuracy {match['acc']}, "
+              f"input wait {match['wait']}% of step time")
+    if not epochs:
+        print("  (training was already complete in this --out: its epochs are in TensorBoard; --fresh reruns it)")
     print(f"evaluation on {report['split']} ({report['count']} images): accuracy {report['accuracy']:.4f}, "
           f"top-5 {report['top5_accuracy']:.4f}; per-class report {model_dir / 'evaluation.json'}, "
           f"confusion matrix {model_dir / 'confusion_matrix.png'}")
