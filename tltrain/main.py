@@ -167,8 +167,8 @@ def main(argv: list[str]) -> None:
         if mode == "train":
             job = train.prepare(cfg)
         elif mode == "evaluate":
-            eval_cfg, split = evaluate.prepare(model_dir, cfg.data.records_dir, cfg.train.eval_split)
             strategy_lib.configure_cpu_devices(cfg.strategy.num_cpu_devices)
+            eval_cfg, split = evaluate.prepare(model_dir, cfg.data.records_dir, cfg.train.eval_split)
             strategy = strategy_lib.make_strategy(cfg.strategy)
         elif mode == "export":
             run_dir.load_config(model_dir)  # a trained model_dir
