@@ -397,3 +397,24 @@ def test_rerun_after_kill_gives_the_full_output(tmp_path):
     assert names == sorted(os.listdir(tmp_path / "uninterrupted")) and len(names) == 9
     for name in names:
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "uninterrupted" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("label, size", [(0, 0), (3, 1), (200, 300), (2**40, 70_000)])
+def test_encoded_example_is_the_deterministic_proto(label, size):
+    encoded = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    text = {"image/format": "jpeg", "image/class/text": "ünï" * 50, "image/filename": f"cat/{size}.jpg"}
+    numbers = {"image/class/label": label, "image/height": 375, "image/width": size, "image/channels": 3}
+    example = tf.train.Example()
+    for key, value in [("image/encoded", encoded), ("image/source_id", b"ab" * 32)] + [
+        (key, value.encode()) for key, value in text.items()
+    ]:
+        example.features.feature[key].bytes_list.value.append(value)
+    for key, value in numbers.items():
+        example.features.feature[key].int64_list.value.append(value)
+    raw = records.encode_example(
+        encoded=encoded, image_format="jpeg", label=label, class_name=text["image/class/text"], height=375,
+        width=size, channels=3, filename=text["image/filename"], source_id="ab" * 32,
+    )
+    assert raw == example.SerializeToString(deterministic=True)
+    parsed = records.parse_example(tf.constant(raw))
+    assert parsed["image/encoded"].numpy() == encoded and parsed["image/class/label"].numpy() == label

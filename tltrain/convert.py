@@ -3,12 +3,14 @@
 Layouts: `src/<class>/**/<image>` (split here: stratified, by seed) or `src/{train,validation,test}/<class>/**`
 (the given split is kept). Every file under `src` ends up written or skipped with a reason.
 
-One pass over the files. Worker processes read, hash and check each file; JPEG bytes that TensorFlow decodes
-as they are (8-bit baseline/progressive, gray/YCbCr/RGB, upright, complete) are kept byte for byte, everything
-else is decoded by Pillow, made upright RGB (alpha composited on white) and re-encoded once. The main process
-decides the split and writes the records round-robin into temporary shards that are renamed only when all
-are complete, so a killed run never leaves a shard that looks whole. TensorFlow is imported lazily: the
-workers import this module and must start in a fraction of a second.
+One pass over the files, one read of each. Worker processes read, hash and check each file; JPEG bytes that
+TensorFlow decodes as they are (8-bit baseline/progressive, gray/YCbCr/RGB, upright, complete) are kept byte
+for byte, everything else is decoded by Pillow, made upright RGB (alpha composited on white) and re-encoded
+once. A worker frames its records and keeps them; the main process decides, in seeded order, each record's
+split, shard and byte offset (round-robin over the shards, so the output does not depend on the number of
+workers), and the worker that holds the record writes it there. Shards are temporary files renamed only
+when all are complete, so a killed run never leaves a shard that looks whole. TensorFlow is imported lazily:
+the workers import this module and must start in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gzip
 import hashlib
 import io
+import itertools
 import json
 import math
 import multiprocessing
@@ -25,22 +29,27 @@ import os
 import posixpath
 import random
 import re
+import shutil
 import signal
 import stat as stat_module
 import struct
 import sys
+import tempfile
 import types
 import warnings
 
+import google_crc32c
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-SPLITS = ("train", "validation", "test")  # same as tltrain.records.SPLITS (importing that pulls in TF)
+from tltrain import records
+from tltrain.records import SPLITS
+
 SYSTEM_FILES = {"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx"}
 # JPEG frame types libjpeg (inside TF) decodes: baseline, extended sequential, progressive (Huffman coded).
 TF_JPEG_FRAMES = {0xC0, 0xC1, 0xC2}
 _OUR_FILES = re.compile(
-    r"^(train|validation|test)-\d{5}(-of-\d{5}\.tfrecord|\.tfrecord\.incomplete)$|^dataset\.json(\.incomplete)?$"
+    r"^(train|validation|test)-\d{5}(-of-\d{5})?\.tfrecord(\.incomplete)?$|^dataset\.json(\.incomplete)?$"
 )
 
 
@@ -193,7 +202,7 @@ class Loaded:
     """What a worker made of one file: the bytes to store, or why not."""
 
     sha256: str = ""  # of the source file
-    encoded: bytes = b""
+    encoded: bytes = b""  # emptied when the worker keeps the record (record_size says how long it is)
     image_format: str = ""  # jpeg | png
     height: int = 0
     width: int = 0
@@ -201,8 +210,7 @@ class Loaded:
     encoded_sha256: str = ""
     reason: str = ""  # set when skipped
     detail: str = ""
-    kept: bool = False  # the source bytes are stored as they are
-    identity: tuple = ()  # (size, mtime_ns) of the file as read: a re-read must find the same file
+    record_size: int = 0  # bytes of its framed TFRecord record
 
 
 class _Unsupported(Exception):
@@ -323,12 +331,26 @@ def _looks_like_image(data: bytes) -> bool:
     )
 
 
+def read_file(path: str) -> bytes:
+    """The whole file, in one read() of its size: open().read() makes ~2x the system calls (lseek, isatty)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)  # a regular file returns all that is asked for, up to its end
+        if len(data) == size:
+            return data
+        chunks = [data]  # the file changed size, or is over read()'s 2 GiB: read to the end
+        while chunk := os.read(fd, 1 << 24):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def load(path: str, options: Options) -> Loaded:
     """Reads, hashes and checks one file; converts it when TF could not decode its bytes correctly."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-            stat = os.fstat(f.fileno())
+        data = read_file(path)
     except OSError as error:
         return Loaded(reason="unreadable", detail=error.strerror or type(error).__name__)
     if not data:
@@ -337,7 +359,7 @@ def load(path: str, options: Options) -> Loaded:
     header = jpeg_header(data) if data.startswith(b"\xff\xd8\xff") else None
     if _tf_decodes_as_is(header, options.max_side):
         size = (header["height"], header["width"], header["components"])
-        return Loaded(sha256, data, "jpeg", *size, sha256, kept=True, identity=(stat.st_size, stat.st_mtime_ns))
+        return Loaded(sha256, data, "jpeg", *size, sha256)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about odd EXIF/metadata it then handles
@@ -354,30 +376,115 @@ def load(path: str, options: Options) -> Loaded:
     return Loaded(sha256, encoded, image_format, height, width, 3, hashlib.sha256(encoded).hexdigest())
 
 
-def _serve(connection, options: Options):
-    """Worker loop: lists of paths in, lists of Loaded out, until None or the parent goes away.
+def record_fields(job: dict, loaded: Loaded) -> dict:
+    """The record's fields but the image bytes: the job's (label, class_name, filename) and the loaded image's."""
+    return {
+        "image_format": loaded.image_format,
+        "label": job["label"],
+        "class_name": job["class_name"],
+        "height": loaded.height,
+        "width": loaded.width,
+        "channels": loaded.channels,
+        "filename": job["filename"],
+        "source_id": loaded.sha256,
+    }
 
-    Kept JPEGs travel without their bytes: the parent re-reads them from the page cache, cheaper than a pipe.
+
+def _masked_crc32c(pieces) -> bytes:
+    crc = 0
+    for piece in pieces:
+        crc = google_crc32c.extend(crc, piece)
+    return struct.pack("<I", ((crc >> 15 | crc << 17) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def tfrecord(pieces: tuple[bytes, ...]) -> list[bytes]:
+    """TFRecord framing of the record made of `pieces`: length, its masked crc32c, data, the data's masked crc32c."""
+    length = struct.pack("<Q", sum(map(len, pieces)))
+    return [length + _masked_crc32c([length]), *pieces, _masked_crc32c(pieces)]
+
+
+class RecordMaker:
+    """A worker's state: loads files into framed records, holds them until told where they go, writes them there.
+
+    Each record is written once, by the process that read its file, with one pwritev at the offset the main
+    process chose: no image bytes cross a pipe and none are copied on the way to the shard.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.held = {}  # job key -> framed record pieces
+        self.shards = {}  # temporary shard path -> file descriptor
+
+    def step(self, places: list[tuple], jobs: list[tuple]) -> list[Loaded]:
+        """Writes held records to their places [(key, shard path or None to drop, offset)], then loads jobs
+        [(key, path, job fields)] and returns what became of each (records kept here, not returned)."""
+        for key, path, offset in places:
+            pieces = self.held.pop(key)
+            if path is not None:
+                self._write(path, pieces, offset)
+        results = []
+        for key, path, job in jobs:
+            loaded = load(path, self.options)
+            if not loaded.reason:
+                pieces = tfrecord(records.example_pieces(encoded=loaded.encoded, **record_fields(job, loaded)))
+                self.held[key] = pieces
+                loaded.encoded, loaded.record_size = b"", sum(map(len, pieces))
+            results.append(loaded)
+        return results
+
+    def _write(self, path: str, pieces: list[bytes], offset: int):
+        try:
+            if path not in self.shards:
+                self.shards[path] = os.open(path, os.O_WRONLY)  # created by the main process
+            written = os.pwritev(self.shards[path], pieces, offset)
+            rest = b"".join(pieces)[written:]
+            while rest:  # a short write (rare: signals, huge records)
+                offset, written = offset + written, os.pwrite(self.shards[path], rest, offset + written)
+                rest = rest[written:]
+        except OSError as error:
+            raise ConvertError(f"{path}: cannot write: {error.strerror or error}") from None
+
+    def close(self):
+        for fd in self.shards.values():
+            os.close(fd)
+        self.shards.clear()
+
+
+def _handle(maker: RecordMaker, message: tuple) -> list[Loaded] | Exception:
     try:
-        while (paths := connection.recv()) is not None:
-            results = [load(path, options) for path in paths]
-            for result in results:
-                if result.kept:
-                    result.encoded = b""
-            connection.send(results)
+        return maker.step(*message)
+    except Exception as error:  # a write failed (disk full...): the main process raises it
+        return error
+
+
+def _serve(connection, options: Options):
+    """Worker loop: (places, jobs) in, list of Loaded out, until None or the parent goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    maker = RecordMaker(options)
+    try:
+        while (message := connection.recv()) is not None:
+            connection.send(_handle(maker, message))
     except (EOFError, BrokenPipeError):
         pass
+    finally:
+        maker.close()
 
 
-def reread(path: str, loaded: Loaded) -> bytes:
-    """The bytes of a kept JPEG a worker checked, provided the file is still the one it read."""
-    with open(path, "rb") as f:
-        stat = os.fstat(f.fileno())
-        if (stat.st_size, stat.st_mtime_ns) != loaded.identity:
-            raise ConvertError(f"{path} changed during the conversion: run it again")
-        return f.read()
+class _InProcess:
+    """A RecordMaker in this process behind a pipe's send/recv (workers=1): one code path for both."""
+
+    def __init__(self, options: Options):
+        self.maker, self.replies = RecordMaker(options), collections.deque()
+
+    def send(self, message):
+        if message is not None:
+            self.replies.append(_handle(self.maker, message))
+
+    def recv(self):
+        return self.replies.popleft()
+
+    def close(self):
+        self.maker.close()
 
 
 @contextlib.contextmanager
@@ -403,55 +510,82 @@ def _without_caller_main():
 
 
 class Workers:
-    """Processes running load(), fed over pipes by the calling thread: results in order, few in flight.
+    """RecordMakers in worker processes (or one in this process), fed over pipes by the calling thread.
 
     Forked from a forkserver that has imported only this module (forking this process itself, with
     TensorFlow's threads running, is unsafe; spawning fresh interpreters costs ~0.3 s each): the server
     starts once per process, workers in milliseconds. Plain pipes read by the main thread, not
-    multiprocessing.Pool, whose result thread competes with the record writer for the GIL.
+    multiprocessing.Pool: a worker must keep its records until the main process has placed them.
     """
 
-    def __init__(self, count: int, options: Options):
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        context = multiprocessing.get_context(method)
-        if method == "forkserver":
-            context.set_forkserver_preload([__name__])
-        self.pipes, self.processes = [], []
-        with _without_caller_main():
-            for _ in range(count):
-                parent, child = context.Pipe()
-                process = context.Process(target=_serve, args=(child, options), daemon=True)
-                process.start()
-                child.close()
-                self.pipes.append(parent)
-                self.processes.append(process)
+    def __init__(self, count: int, options: Options, chunk: int = 16, depth: int = 2):
+        self.chunk, self.depth, self.processes = chunk, depth, []
+        if count == 1:
+            self.pipes = [_InProcess(options)]
+        else:
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            context = multiprocessing.get_context(method)
+            if method == "forkserver":
+                context.set_forkserver_preload([__name__])
+            self.pipes = []
+            with _without_caller_main():
+                for _ in range(count):
+                    parent, child = context.Pipe()
+                    process = context.Process(target=_serve, args=(child, options), daemon=True)
+                    process.start()
+                    child.close()
+                    self.pipes.append(parent)
+                    self.processes.append(process)
+        self.places = [[] for _ in self.pipes]  # per worker: placements to send with its next message
 
-    def map(self, paths: list[str], chunk: int = 8, depth: int = 3):
-        """Yields load(path) for every path, in order; chunk k goes to worker k % count."""
-        chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-        ahead = depth * len(self.pipes)
+    def _worker(self, key: int) -> int:
+        return key // self.chunk % len(self.pipes)  # chunk k of the jobs goes to worker k % count
+
+    def place(self, key: int, path: str | None, offset: int = 0):
+        """Where the record of job `key` goes (None: nowhere); sent to its worker with the next message."""
+        self.places[self._worker(key)].append((key, path, offset))
+
+    def _send(self, worker: int, jobs: list[tuple]):
+        self.pipes[worker].send((self.places[worker], jobs))
+        self.places[worker] = []
+
+    def _recv(self, worker: int, what: str) -> list[Loaded]:
+        try:
+            reply = self.pipes[worker].recv()
+        except EOFError:
+            raise RuntimeError(f"a worker process died while {what}") from None
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def map(self, jobs: list[tuple]):
+        """Yields (job, Loaded) for every job (key, path, fields), in order; the caller place()s each loaded
+        record before asking for the next chunk. Returns once every placed record is written."""
+        chunks = [jobs[i : i + self.chunk] for i in range(0, len(jobs), self.chunk)]
+        ahead = self.depth * len(self.pipes)
         for k in range(min(ahead, len(chunks))):
-            self.pipes[k % len(self.pipes)].send(chunks[k])
+            self._send(k % len(self.pipes), chunks[k])
         for k, part in enumerate(chunks):
-            pipe = self.pipes[k % len(self.pipes)]
-            try:
-                results = pipe.recv()
-            except EOFError:
-                raise RuntimeError(f"a worker process died while reading {part[0]} ... {part[-1]}") from None
+            yield from zip(part, self._recv(k % len(self.pipes), f"reading {part[0][1]} ... {part[-1][1]}"))
             if k + ahead < len(chunks):
-                pipe.send(chunks[k + ahead])
-            yield from results
+                self._send((k + ahead) % len(self.pipes), chunks[k + ahead])
+        for worker in range(len(self.pipes)):  # the last placements; the replies say they are written
+            self._send(worker, [])
+            self._recv(worker, "writing records")
 
     def close(self):
-        for pipe, process in zip(self.pipes, self.processes):
+        """Stops the workers (again: nothing)."""
+        pipes, processes, self.pipes, self.processes = self.pipes, self.processes, [], []
+        for pipe, process in itertools.zip_longest(pipes, processes):
             try:
                 pipe.send(None)
             except OSError:
                 pass
             pipe.close()
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
+            if process is not None:
+                process.join(timeout=10)
+                if process.is_alive():
+                    process.kill()
 
 
 # --------------------------------------------------------------------------------- writing (main process)
@@ -463,74 +597,86 @@ def _fingerprint(fields: dict, encoded_sha256: str) -> bytes:
 
 
 class SplitWriter:
-    """One split's records, round-robin over temporary shard files; finish() renames the non-empty ones."""
+    """One split's shards: places records round-robin at byte offsets in temporary files (workers write
+    them there); finish() removes dropped records, compresses if asked, and renames/uploads the non-empty ones.
 
-    def __init__(self, out: str, split: str, num_shards: int, compression: str):
-        import tensorflow as tf
+    The temporary shards are local files (in --out, or a local temporary folder for gs:// outputs), since
+    workers write at offsets.
+    """
 
-        from tltrain import records
-
-        self.tf, self.records = tf, records
-        self.out, self.split, self.compression = out, split, compression
-        self.options = tf.io.TFRecordOptions(compression, input_buffer_size=1 << 16, output_buffer_size=1 << 16)
-        self.writers = [None] * num_shards
-        self.fingerprints = [[] for _ in range(num_shards)]  # per shard, one per record, in order
+    def __init__(self, out: str, staging: str, split: str, num_shards: int, compression: str):
+        self.out, self.staging, self.split, self.compression = out, staging, split, compression
+        self.ends = [None] * num_shards  # bytes placed per shard; None: file not created yet
+        self.records = [[] for _ in range(num_shards)]  # per shard, (offset, size, fingerprint) per record
         self.dropped = collections.defaultdict(set)  # shard -> positions removed at the end (label conflicts)
         self.total = 0
 
     def temp_path(self, shard: int) -> str:
-        return posixpath.join(self.out, f"{self.split}-{shard:05d}.tfrecord.incomplete")
+        return os.path.join(self.staging, f"{self.split}-{shard:05d}.tfrecord.incomplete")
 
-    def write(self, fields: dict, encoded: bytes, encoded_sha256: str) -> tuple[int, int]:
-        """Appends one record; returns (shard, position) for drop()."""
-        shard = self.total % len(self.writers)
-        if self.writers[shard] is None:
-            self.writers[shard] = self.tf.io.TFRecordWriter(self.temp_path(shard), self.options)
-        self.writers[shard].write(self.records.encode_example(encoded=encoded, **fields))
-        self.fingerprints[shard].append(_fingerprint(fields, encoded_sha256))
+    def place(self, fields: dict, loaded: Loaded) -> tuple[int, int, str, int]:
+        """Appends one record; returns (shard, position) for drop(), and (path, offset) for the worker."""
+        shard = self.total % len(self.ends)
+        if self.ends[shard] is None:
+            with open(self.temp_path(shard), "wb"):
+                self.ends[shard] = 0
+        offset = self.ends[shard]
+        self.ends[shard] += loaded.record_size
+        self.records[shard].append((offset, loaded.record_size, _fingerprint(fields, loaded.encoded_sha256)))
         self.total += 1
-        return shard, len(self.fingerprints[shard]) - 1
+        return shard, len(self.records[shard]) - 1, self.temp_path(shard), offset
 
     def drop(self, shard: int, position: int):
         self.dropped[shard].add(position)
 
-    def _close(self):
-        for writer in self.writers:
-            if writer is not None:
-                writer.close()
-
     def _rewrite_without(self, shard: int, positions: set[int]):
         path = self.temp_path(shard)
-        dataset = self.tf.data.TFRecordDataset(path, self.compression)
-        kept = [raw for position, raw in enumerate(dataset.as_numpy_iterator()) if position not in positions]
-        with self.tf.io.TFRecordWriter(path, self.options) as writer:
-            for raw in kept:
-                writer.write(raw)
-        self.fingerprints[shard] = [f for i, f in enumerate(self.fingerprints[shard]) if i not in positions]
+        with open(path, "rb") as f:
+            data = f.read()
+        kept = [record for position, record in enumerate(self.records[shard]) if position not in positions]
+        with open(path, "wb") as f:
+            f.write(b"".join(data[offset : offset + size] for offset, size, _ in kept))
+        self.records[shard] = kept
+
+    def _publish(self, temp: str, final: str):
+        import tensorflow as tf
+
+        local = "://" not in final
+        if self.compression:  # gzip as TF writes it (one member), reproducible: no name, no time
+            part = final + ".incomplete" if local else final  # a gs:// object appears only once complete
+            with open(temp, "rb") as source, tf.io.gfile.GFile(part, "wb") as raw:
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as target:
+                    shutil.copyfileobj(source, target, 1 << 22)
+            os.remove(temp)
+            if local:
+                os.replace(part, final)
+        elif local:
+            os.replace(temp, final)
+        else:
+            tf.io.gfile.copy(temp, final, overwrite=True)
+            os.remove(temp)
 
     def finish(self) -> list[dict]:
-        """Closes, removes dropped records, renames to final names; returns [{file, count, sha256}]."""
-        self._close()
+        """Removes dropped records, publishes the non-empty shards; returns [{file, count, sha256}]."""
         for shard, positions in sorted(self.dropped.items()):
             self._rewrite_without(shard, positions)
-        nonempty = [shard for shard, prints in enumerate(self.fingerprints) if prints]
+        nonempty = [shard for shard, placed in enumerate(self.records) if placed]
         shards = []
         for index, shard in enumerate(nonempty):
-            name = self.records.shard_name(self.split, index, len(nonempty))
-            self.tf.io.gfile.rename(self.temp_path(shard), posixpath.join(self.out, name), overwrite=True)
-            prints = self.fingerprints[shard]
+            name = records.shard_name(self.split, index, len(nonempty))
+            self._publish(self.temp_path(shard), posixpath.join(self.out, name))
+            prints = [fingerprint for _, _, fingerprint in self.records[shard]]
             shards.append({"file": name, "count": len(prints), "sha256": hashlib.sha256(b"".join(prints)).hexdigest()})
-        for shard, writer in enumerate(self.writers):
-            if writer is not None and not self.fingerprints[shard]:
-                self.tf.io.gfile.remove(self.temp_path(shard))
+        for shard, end in enumerate(self.ends):
+            if end is not None and not self.records[shard]:
+                os.remove(self.temp_path(shard))
         return shards
 
     def abort(self):
-        """Closes and deletes the temporary shards (a failed run leaves no half-written files behind)."""
-        self._close()
-        for shard, writer in enumerate(self.writers):
-            if writer is not None and self.tf.io.gfile.exists(self.temp_path(shard)):
-                self.tf.io.gfile.remove(self.temp_path(shard))
+        """Deletes the temporary shards (a failed run leaves no half-written files behind)."""
+        for shard, end in enumerate(self.ends):
+            if end is not None and os.path.exists(self.temp_path(shard)):
+                os.remove(self.temp_path(shard))
 
 
 def _prepare_out(out: str, src: str, overwrite: bool):
@@ -606,8 +752,8 @@ class Assembler:
     copy of identical bytes is the only one stored; the same bytes under two classes drop every copy.
     """
 
-    def __init__(self, found: Scan, options: Options, writers: dict[str, SplitWriter]):
-        self.found, self.options, self.writers = found, options, writers
+    def __init__(self, found: Scan, options: Options, writers: dict[str, SplitWriter], workers: Workers):
+        self.found, self.options, self.writers, self.workers = found, options, writers, workers
         self.label = {name: index for index, name in enumerate(found.class_names)}
         sizes = collections.Counter(source.class_name for source in found.sources)
         self.quotas = {name: _quotas(sizes[name], options) for name in found.class_names}
@@ -635,34 +781,35 @@ class Assembler:
         self.taken[source.class_name] += 1
         return "validation" if k < validation else "test" if k < validation + test else "train"
 
-    def add(self, source: Source, loaded: Loaded):
+    def job(self, key: int, source: Source) -> tuple:
+        """What a worker needs to make the record of `source`: (key, path, fields known before reading)."""
+        fields = {"label": self.label[source.class_name], "class_name": source.class_name, "filename": source.rel}
+        return key, source.path, fields
+
+    def add(self, source: Source, job: tuple, loaded: Loaded):
         if loaded.reason:
-            return self._skip(source, loaded.sha256, loaded.reason, loaded.detail)
+            self._skip(source, loaded.sha256, loaded.reason, loaded.detail)
+        else:  # the worker holding the record writes it, or frees it (path None)
+            self.workers.place(job[0], *self._place(source, job, loaded))
+
+    def _place(self, source: Source, job: tuple, loaded: Loaded) -> tuple[str | None, int]:
         self.valid_in_folder[source.folder] += 1
         if loaded.sha256 in self.first_copy:
             first = self.first_copy[loaded.sha256][0]
             if first.class_name != source.class_name:
                 self.conflicts.add(loaded.sha256)
-            return self._skip(source, loaded.sha256, "duplicate", f"same bytes as {first.rel}")
+            self._skip(source, loaded.sha256, "duplicate", f"same bytes as {first.rel}")
+            return None, 0
         split, index = self._split(source), self.label[source.class_name]
         cap = self.options.max_per_class
         if split == "train" and cap and self.per_class[split][index] >= cap:
             self.first_copy[loaded.sha256] = (source, None)
-            return self._skip(source, loaded.sha256, "over max_per_class")
-        fields = {
-            "image_format": loaded.image_format,
-            "label": index,
-            "class_name": source.class_name,
-            "height": loaded.height,
-            "width": loaded.width,
-            "channels": loaded.channels,
-            "filename": source.rel,
-            "source_id": loaded.sha256,
-        }
-        encoded = loaded.encoded or reread(source.path, loaded)
-        location = self.writers[split].write(fields, encoded, loaded.encoded_sha256)
-        self.first_copy[loaded.sha256] = (source, (split, *location))
+            self._skip(source, loaded.sha256, "over max_per_class")
+            return None, 0
+        shard, position, path, offset = self.writers[split].place(record_fields(job[2], loaded), loaded)
+        self.first_copy[loaded.sha256] = (source, (split, shard, position))
         self.per_class[split][index] += 1
+        return path, offset
 
     def resolve_conflicts(self):
         """The same bytes under two classes: no copy's label can be trusted, so none is kept."""
@@ -752,34 +899,36 @@ def convert(
     options = Options(**options)
     found = scan(src)  # before TF is imported: a bad --src fails in milliseconds
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    pool = Workers(workers, options) if workers > 1 else None  # starts while TF imports
+    pool = Workers(workers, options)  # worker processes start while TF imports
+    writers, staging = {}, out
     try:
         import tensorflow as tf
 
         _prepare_out(out, src, overwrite)
         compression = "GZIP" if options.compression.lower() == "gzip" else ""
-        writers = {
-            split: SplitWriter(out, split, count, compression) for split, count in _plan_shards(found, options).items()
-        }
-        assembler = Assembler(found, options, writers)
+        if "://" in out:  # workers write at offsets: shards are assembled locally, then uploaded
+            staging = tempfile.mkdtemp(prefix="tltrain-records-")
+        for split, count in _plan_shards(found, options).items():
+            writers[split] = SplitWriter(out, staging, split, count, compression)
+        assembler = Assembler(found, options, writers, pool)
         order = list(found.sources)  # walk order: sorted folders, sorted names
         random.Random(options.seed).shuffle(order)
-        paths = [source.path for source in order]
-        loaded = pool.map(paths) if pool else (load(path, options) for path in paths)
-        bar = tqdm(loaded, total=len(order), unit="img", disable=None if progress else True)  # None: only on a tty
-        try:
-            for source, result in zip(order, bar):
-                assembler.add(source, result)
-            assembler.resolve_conflicts()
-            assembler.check(src)
-            shards = {split: writer.finish() for split, writer in writers.items()}
-        except BaseException:
-            for writer in writers.values():
-                writer.abort()
-            raise
+        jobs = [assembler.job(key, source) for key, source in enumerate(order)]
+        bar = tqdm(pool.map(jobs), total=len(jobs), unit="img", disable=None if progress else True)  # None: a tty
+        for job, result in bar:
+            assembler.add(order[job[0]], job, result)
+        pool.close()  # every record is written
+        assembler.resolve_conflicts()
+        assembler.check(src)
+        shards = {split: writer.finish() for split, writer in writers.items()}
+    except BaseException:
+        pool.close()  # before the files its workers write into are removed
+        for writer in writers.values():
+            writer.abort()
+        raise
     finally:
-        if pool:
-            pool.close()
+        if staging != out:
+            shutil.rmtree(staging, ignore_errors=True)
     metadata = _metadata(src, found, options, assembler, shards, compression)
     path = posixpath.join(out, "dataset.json")
     with tf.io.gfile.GFile(path + ".incomplete", "w") as f:
