@@ -5,17 +5,21 @@
     python tools/bench_convert.py --src data/      # your own folder (src/<class>/...)
 
 Reading and hashing every file is the least any converter must do (the records need the bytes, the
-duplicate check needs the hash); the ratio says what the rest costs. The baseline is measured in one
-process (the plain loop) and on as many processes as the converter gets. Every method runs once untimed
-first (page cache, TF import, the converter's forkserver), then the methods take turns, and the median
-of each is reported.
+duplicate check needs the hash); the ratio says what the rest costs. The baseline reads with the
+converter's own read (convert.read_file: one read() of the file's size) and hashes with sha256, in one
+process (the plain loop: the issue's target) and on as many processes as the converter gets. Both wall
+time and CPU time (all processes of each method, workers included) are reported: on a loaded machine the
+CPU time per image is the steadier measure. Every method runs once untimed first (page cache, TF import,
+the converter's forkserver), then the methods take turns, and the median of each is reported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -69,8 +73,7 @@ def generate(root: str, num_images: int, num_classes: int, workers: int):
 
 def read_and_hash(paths: list[str]) -> int:
     for path in paths:
-        with open(path, "rb") as f:
-            hashlib.sha256(f.read()).digest()
+        hashlib.sha256(convert.read_file(path)).digest()
     return len(paths)
 
 
@@ -78,10 +81,23 @@ def files_under(root: str) -> list[str]:
     return sorted(os.path.join(d, name) for d, _, names in os.walk(root) for name in names)
 
 
-def seconds(fn) -> float:
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU time of this process and every process under it, living or reaped (pool and converter workers)."""
+    import psutil
+
+    total = 0.0
+    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def measure(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of all processes) of fn()."""
+    cpu, start = cpu_seconds(), time.perf_counter()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def main(argv):
@@ -98,32 +114,45 @@ def main(argv):
         out = FLAGS.out or os.path.join(tmp, "records")
 
         def run_converter():
-            return convert.convert(src, out, overwrite=True, workers=workers, progress=False)
+            return convert.convert(src, out, workers=workers, progress=False)
+
+        def remove_records():  # untimed: the converter's work is converting, not deleting the last round's output
+            shutil.rmtree(out, ignore_errors=True)
 
         chunks = [paths[i::workers] for i in range(workers)]
+        load_before = os.getloadavg()
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             pool.map(read_and_hash, chunks)  # warm-up: page cache, pool started
+            remove_records()
             summary = run_converter()  # warm-up: TF imported, the converter's forkserver started
             rounds = []
             for _ in range(FLAGS.repeats):  # interleaved, so a change in machine load hits every method alike
+                remove_records()
                 rounds.append(
                     (
-                        seconds(lambda: read_and_hash(paths)),
-                        seconds(lambda: pool.map(read_and_hash, chunks)),
-                        seconds(run_converter),
+                        measure(lambda: read_and_hash(paths)),
+                        measure(lambda: pool.map(read_and_hash, chunks)),
+                        measure(run_converter),
                     )
                 )
-    serial, parallel, converter = (statistics.median(times) for times in zip(*rounds))
+        load_after = os.getloadavg()
     n = len(paths)
+    (serial, serial_cpu), (parallel, parallel_cpu), (converter, converter_cpu) = (
+        (statistics.median(wall for wall, _ in times), statistics.median(cpu for _, cpu in times))
+        for times in zip(*rounds)
+    )
     print(f"{n} files, {size / n / 1024:.0f} KB average, {len(os.sched_getaffinity(0))} cores, {workers} workers")
+    print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(f"converter: {summary}")
-    print(f"read+hash, 1 process:   {n / serial:8.0f} img/s")
-    print(f"read+hash, {workers} processes: {n / parallel:8.0f} img/s")
-    print(f"converter, {workers} workers:   {n / converter:8.0f} img/s  (whole convert() call: start-up to dataset.json)")
-    ratio_serial = statistics.median(s / c for s, _, c in rounds)
-    ratio_parallel = statistics.median(p / c for _, p, c in rounds)
-    print(f"ratio converter / read+hash 1 process:   {ratio_serial:.2f}x (target >= 0.7x for JPEG sources)")
-    print(f"ratio converter / read+hash {workers} processes: {ratio_parallel:.2f}x")
+    print(f"                                 img/s   CPU us/img (all processes)")
+    print(f"read+hash, 1 process:        {n / serial:8.0f}   {1e6 * serial_cpu / n:6.0f}")
+    print(f"read+hash, {workers} processes:      {n / parallel:8.0f}   {1e6 * parallel_cpu / n:6.0f}")
+    print(f"converter, {workers} workers:        {n / converter:8.0f}   {1e6 * converter_cpu / n:6.0f}  (whole convert() call)")
+    ratio = {name: statistics.median(r[i][0] / r[2][0] for r in rounds) for i, name in enumerate(["1", "n"])}
+    cpu_ratio = statistics.median(min(r[0][1], r[1][1]) / r[2][1] for r in rounds)
+    print(f"wall ratio, converter ({workers} workers) / read+hash 1 process: {ratio['1']:.2f}x (target >= 0.7x for JPEGs)")
+    print(f"wall ratio, converter ({workers} workers) / read+hash {workers} processes: {ratio['n']:.2f}x")
+    print(f"CPU-time ratio, read+hash / converter (per image, all processes): {cpu_ratio:.2f}x")
 
 
 if __name__ == "__main__":
