@@ -109,8 +109,10 @@ def _center_window(shape: tf.Tensor, crop_fraction: float) -> tf.Tensor:
     return tf.stack([(height - side + 1) // 2, (width - side + 1) // 2, side, side])
 
 
-def _random_window(shape: tf.Tensor, area_range, aspect_range, crop_fraction: float) -> tf.Tensor:
-    """Inception-style random crop window; the centre crop when no window fits in 10 attempts."""
+def random_crop_window(shape: tf.Tensor, cfg: DataConfig) -> tf.Tensor:
+    """[y, x, h, w] of an Inception-style random crop (cfg.crop_area_range and crop_aspect_range) of an image
+    of `shape`; the centre crop of evaluation when no such window fits in 10 attempts."""
+    area_range, aspect_range = tuple(cfg.crop_area_range), tuple(cfg.crop_aspect_range)
     begin, size, _ = tf.image.sample_distorted_bounding_box(
         shape,
         bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
@@ -122,7 +124,7 @@ def _random_window(shape: tf.Tensor, area_range, aspect_range, crop_fraction: fl
     )
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     failed = tf.reduce_all(tf.equal(size[:2], shape[:2]))  # the op returns the whole image when it gives up
-    return tf.where(failed, _center_window(shape, crop_fraction), window)
+    return tf.where(failed, _center_window(shape, cfg.eval_crop_fraction), window)
 
 
 def decode_for_eval(encoded: tf.Tensor, image_size: int, crop_fraction: float) -> tf.Tensor:
@@ -131,18 +133,15 @@ def decode_for_eval(encoded: tf.Tensor, image_size: int, crop_fraction: float) -
     return _crop_and_resize(encoded, image_size, lambda shape: _center_window(shape, crop_fraction))
 
 
-def _decode_for_train(encoded: tf.Tensor, image_size: int, cfg: DataConfig) -> tf.Tensor:
-    area, aspect = tuple(cfg.crop_area_range), tuple(cfg.crop_aspect_range)
-    return _crop_and_resize(
-        encoded, image_size, lambda shape: _random_window(shape, area, aspect, cfg.eval_crop_fraction)
-    )
+def decode_for_train(encoded: tf.Tensor, image_size: int, cfg: DataConfig) -> tf.Tensor:
+    """Encoded image -> uint8 [image_size, image_size, 3]: a random Inception crop (cfg's area and aspect
+    ranges), decoding only the crop, resized."""
+    return _crop_and_resize(encoded, image_size, lambda shape: random_crop_window(shape, cfg))
 
 
 def _random_crop_decoded(image: tf.Tensor, image_size: int, cfg: DataConfig) -> tf.Tensor:
     """The training crop applied to an already decoded image (the cache path)."""
-    window = _random_window(tf.shape(image), tuple(cfg.crop_area_range), tuple(cfg.crop_aspect_range),
-                            cfg.eval_crop_fraction)
-    return _resize_uint8(_slice(image, window), image_size)
+    return _resize_uint8(_slice(image, random_crop_window(tf.shape(image), cfg)), image_size)
 
 
 def _decode_for_cache(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -373,7 +372,7 @@ def make_train_dataset(cfg: DataConfig, image_size: int,
 
 def _train_pair(pair, image_size: int, cfg: DataConfig):
     encoded, label = pair
-    return _decode_for_train(encoded, image_size, cfg), label
+    return decode_for_train(encoded, image_size, cfg), label
 
 
 def _cache_pair(pair, image_size: int):

@@ -5,6 +5,7 @@
     python tools/bench_input.py --images_dir D  # your own folder (D/<class>/...)
     python tools/bench_input.py --json          # one JSON object instead of the table
     python tools/bench_input.py --compare_augment   # the seed recipe: Keras layers vs tltrain.augment
+    python tools/bench_input.py --profile       # where the time goes: CPU ms per image of every stage
 
 Every method delivers image_size x image_size batches of batch_size and is measured the same way: one
 iterator over `.repeat()` kept for the whole run (on this 2-core machine AUTOTUNE with a fresh iterator per
@@ -54,6 +55,7 @@ flags.DEFINE_integer("passes", 3, "Timed passes per method; the median is report
 flags.DEFINE_float("pass_seconds", 4.0, "About how long one timed pass of one method lasts.")
 flags.DEFINE_list("methods", None, "Only these methods (default: all seven).")
 flags.DEFINE_bool("compare_augment", False, "Instead: the seed recipe on device, Keras layers vs tltrain.augment.")
+flags.DEFINE_bool("profile", False, "Instead: CPU milliseconds per image of each stage, one thread at a time.")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 FLAGS = flags.FLAGS
 
@@ -388,6 +390,74 @@ def compare_augment(num_classes: int = 10) -> None:
            targets=(("tltrain_augment_seed_recipe", "keras_layers_seed_recipe", 1.0),))
 
 
+def _cpu_ms_per_image(run_once, images: int, repeats: int = 3) -> float:
+    """Median process CPU time per image of run_once() (which handles `images` images), after one warm-up."""
+    run_once()
+    costs = []
+    for _ in range(repeats):
+        start = time.process_time()
+        run_once()
+        costs.append((time.process_time() - start) * 1000 / images)
+    return statistics.median(costs)
+
+
+def profile(records_dir: str, num_classes: int) -> None:
+    """CPU cost of every stage on one thread: robust to other load, unlike images/second. The host stages
+    run in tf.data with one thread; the augmentation as the train step runs it. Two cores then bound the
+    throughput at 2000 / (host + augment) images/second, before any overlap loss."""
+    import tensorflow as tf
+
+    from tltrain import augment, data, records
+    from tltrain.config import AugmentConfig, DataConfig
+
+    count = 512
+    encoded = train_jpeg_bytes(records_dir)[:count]
+    serialized = list(tf.data.TFRecordDataset(
+        [os.path.join(records_dir, s["file"]) for s in records.read_metadata(records_dir)["splits"]["train"]["shards"]]
+    ).take(count).as_numpy_iterator())
+    cfg = DataConfig(records_dir=records_dir)
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    options.autotune.enabled = False
+
+    def host(elements, fn):
+        dataset = tf.data.Dataset.from_tensor_slices(elements).map(fn).batch(64).with_options(options)
+        return lambda: [None for _ in dataset]
+
+    size = FLAGS.image_size
+
+    def crop(e):
+        return tf.image.decode_and_crop_jpeg(e, data.random_crop_window(tf.io.extract_jpeg_shape(e), cfg), channels=3)
+
+    stages = {  # [0, 0]: one pixel out, so no stage is pruned or pays for copying its output
+        "decode the whole JPEG (decode_limit's work)": host(encoded, lambda e: tf.io.decode_jpeg(e, 3)[0, 0]),
+        "parse the record": host(serialized, lambda s: tf.strings.length(records.parse_example(s)["image/encoded"])),
+        "pick a random crop window": host(encoded, lambda e: data.random_crop_window(tf.io.extract_jpeg_shape(e), cfg)),
+        "decode only the crop": host(encoded, lambda e: crop(e)[0, 0]),
+        "decode the crop, resize to uint8": host(encoded, lambda e: data.decode_for_train(e, size, cfg)),
+        "tltrain host total: parse, crop, resize": host(
+            serialized, lambda s: data.decode_for_train(records.parse_example(s)["image/encoded"], size, cfg)),
+    }
+    augmenter = augment.Augmenter(AugmentConfig(preset="seed_recipe"), num_classes)
+    batch = tf.cast(tf.random.stateless_uniform([FLAGS.batch_size, size, size, 3], [0, 0], maxval=256,
+                                                dtype=tf.int32), tf.uint8)
+    labels = tf.one_hot(tf.range(FLAGS.batch_size) % num_classes, num_classes)
+    step = tf.function(lambda seed: augmenter(batch, labels, seed)[0])
+    costs = {name: _cpu_ms_per_image(run_once, count) for name, run_once in stages.items()}
+    steps = max(1, count // FLAGS.batch_size)
+    costs["seed recipe augmentation on the device"] = _cpu_ms_per_image(
+        lambda: [step(tf.constant([0, i], tf.int64)).shape for i in range(steps)], steps * FLAGS.batch_size)
+    print(f"CPU milliseconds per image, each stage alone on one thread ({len(encoded)} images, median of 3)")
+    for name, cost in costs.items():
+        print(f"{cost:6.2f} ms  {name}")
+    host_ms = costs["tltrain host total: parse, crop, resize"]
+    device_ms = costs["seed recipe augmentation on the device"]
+    cores = len(os.sched_getaffinity(0))
+    print(f"ceiling on {cores} cores: decode_limit {cores * 1000 / costs[next(iter(costs))]:.0f} img/s, "
+          f"tltrain {cores * 1000 / host_ms:.0f}, tltrain_augmented {cores * 1000 / (host_ms + device_ms):.0f}")
+
+
 def main(argv):
     del argv
     if FLAGS.compare_augment:
@@ -408,6 +478,8 @@ def main(argv):
     from tltrain.config import DataConfig
 
     num_classes = data.dataset_info(DataConfig(records_dir=records_dir)).num_classes
+    if FLAGS.profile:
+        return profile(records_dir, num_classes)
     methods = [decode_limit(train_jpeg_bytes(records_dir)), *tltrain_methods(records_dir, num_classes),
                *keras_methods(images_dir), *image_data_generator_methods(images_dir)]
     methods = [m for m in methods if m.name in (FLAGS.methods or METHODS)]
