@@ -200,6 +200,14 @@ def test_predict_turns_exif_rotated_photos_upright(tmp_path):
     assert image[:8, :, 0].mean() > 200 and image[-8:, :, 0].mean() < 50  # viewed upright: red on top
 
 
+def test_predict_composites_transparency_on_white_like_the_converter(tmp_path):
+    pixels = np.zeros((30, 30, 4), np.uint8)  # fully transparent black: the converter stores white
+    path = tmp_path / "clear.png"
+    Image.fromarray(pixels, "RGBA").save(path)
+    (image,) = next(iter(data.make_predict_dataset([str(path)], SIZE, 1.0, batch_size=1))).numpy()
+    assert image.min() == 255
+
+
 def test_bad_input_gives_one_line_errors(records_dir, tmp_path):
     with pytest.raises(ValueError, match=r"dataset.json: no split 'nope' \(splits: test, train, validation\)"):
         data.make_eval_dataset(DataConfig(records_dir=records_dir), SIZE, "nope")
@@ -209,6 +217,9 @@ def test_bad_input_gives_one_line_errors(records_dir, tmp_path):
         data.make_train_dataset(DataConfig(records_dir=records_dir, data_service="localhost:1"), SIZE)
     with pytest.raises(FileNotFoundError, match="missing.jpg: no such image file"):
         data.make_predict_dataset([str(tmp_path / "missing.jpg")], SIZE, 0.875, 1)
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="notes.jpg: not an image Pillow can read"):
+        list(data.make_predict_dataset([str(tmp_path / "notes.jpg")], SIZE, 0.875, 1))
     broken = write_records(tmp_path, {"train": (4, 2)})
     (tmp_path / records.shard_name("train", 1, 2)).unlink()
     with pytest.raises(FileNotFoundError, match=r"train-00001-of-00002.tfrecord: shard listed in dataset.json"):

@@ -410,8 +410,8 @@ def make_predict_dataset(paths: list[str], image_size: int, crop_fraction: float
                          batch_size: int) -> tf.data.Dataset:
     """uint8 [<=batch_size, H, W, 3] batches of the image files, in order, decoded like evaluation.
 
-    Files TF cannot decode (TIFF, HEIC with a plugin, ...) or whose EXIF says they are rotated are turned
-    into upright PNG bytes with Pillow first, as the converter does, so the model sees them like training did.
+    Files TF would decode differently from the converter (TIFF, transparent or 16-bit PNG, CMYK, EXIF-rotated,
+    ...) are turned into upright RGB PNG bytes with Pillow first, as the converter does for the records.
     """
     for path in paths:
         if not tf.io.gfile.exists(path):
@@ -427,22 +427,25 @@ def make_predict_dataset(paths: list[str], image_size: int, crop_fraction: float
     return images.batch(batch_size).prefetch(2).with_options(_options(training=False))
 
 
-_TF_FORMATS = re.compile(rb"^(\xff\xd8\xff|\x89PNG\r\n\x1a\n|GIF8[79]a|BM|RIFF....WEBP)", re.DOTALL)
+_TF_DECODES_AS_IS = {"JPEG", "PNG", "BMP", "WEBP"}  # Pillow format names, in modes RGB or L
 _EXIF_ORIENTATION = 0x0112
 
 
 def _tf_decodable_bytes(path: str) -> bytes:
-    """The file's bytes when TF decodes them as they are, else an upright RGB PNG made by Pillow."""
+    """The file's bytes when TF decodes them to what training saw, else an upright RGB PNG made with the
+    converter's own to_rgb (transparency on white, 16-bit scaled, CMYK converted), as the records hold them."""
     from PIL import Image, ImageOps
+
+    from tltrain import convert
 
     with tf.io.gfile.GFile(path, "rb") as f:
         data = f.read()
     try:
         image = Image.open(io.BytesIO(data))
         upright = image.getexif().get(_EXIF_ORIENTATION, 1) == 1
-        if upright and _TF_FORMATS.match(data):
+        if upright and image.format in _TF_DECODES_AS_IS and image.mode in ("RGB", "L"):
             return data
-        image = ImageOps.exif_transpose(image).convert("RGB")
+        image = convert.to_rgb(ImageOps.exif_transpose(image))
     except Exception as error:  # Pillow raises many types for undecodable files
         raise ValueError(f"{path}: not an image Pillow can read ({error})") from error
     out = io.BytesIO()
