@@ -89,6 +89,10 @@ class TrainConfig:
     export_dir: str = ""  # --mode=export: where to write; "" = model_dir/export
     export_tflite: bool = False  # --mode=export: also write model.tflite
     top_k: int = 5  # --mode=predict: classes printed per image
+    cache_features: bool = False  # phase 1: run the frozen backbone once per example, train the head on stored features
+    cache_augmented_views: int = 0  # --cache_features: also store K augmented views of each training example
+    feature_cache_dir: str = ""  # --cache_features: where caches go; "" = model_dir/feature_cache (share it across runs)
+    max_seconds: float = 0.0  # stop training after this many seconds (checkpoint saved, a re-run continues); 0: no limit
 
 
 @dataclasses.dataclass

@@ -43,12 +43,13 @@ class EvalResult:
     confusion: np.ndarray  # [true class, predicted class] counts
 
 
-def make_evaluator(strategy, model, cfg: RunConfig, split: str, num_classes: int, steps: int):
+def make_evaluator(strategy, model, cfg: RunConfig, split: str, num_classes: int, steps: int, make_dataset=None):
     """A callable evaluating `model` on the padded eval dataset of `split` (label -1 marks padding and is
-    ignored) for `steps` batches; sums are reduced over replicas and workers."""
+    ignored) for `steps` batches; sums are reduced over replicas and workers. `make_dataset(input_context)`
+    replaces the image pipeline (the feature cache evaluates its head on cached features)."""
     top_k = min(5, num_classes)
     dataset = strategy.distribute_datasets_from_function(
-        lambda context: data.make_eval_dataset(cfg.data, cfg.data.image_size, split, context)
+        make_dataset or (lambda context: data.make_eval_dataset(cfg.data, cfg.data.image_size, split, context))
     )
 
     def replica_step(images, labels):

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import augment, data, models, run_dir
+from tltrain import augment, data, features, models, run_dir
 from tltrain import evaluate as evaluate_lib
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
@@ -87,6 +87,7 @@ def prepare(cfg: RunConfig) -> Job:
         train=dataclasses.replace(t, num_classes=info.num_classes),
     )
     run_dir.check_resume_compatible(cfg, list(info.class_names))
+    features.validate(cfg)
     _check_resumable_with(t.steps_per_execution, t.model_dir)
     if t.fine_tune_at and t.fine_tune_epochs and t.freeze == "backbone":
         _check_fine_tune_at(cfg)
@@ -453,6 +454,7 @@ def _crossed(step: int, steps: int, every: int) -> bool:
 
 def train(job: Job) -> dict:
     """Runs (or resumes) both phases. Returns {"step", "stopped_early", "history": [one dict per epoch]}."""
+    started_at, out_of_time = time.perf_counter(), False  # --max_seconds
     cfg, strategy = job.cfg, job.strategy
     k, spe, global_batch = cfg.train.steps_per_execution, job.steps_per_epoch, cfg.data.batch_size
     if strategy_lib.is_chief():
@@ -479,7 +481,7 @@ def train(job: Job) -> dict:
         lambda context: data.make_train_dataset(cfg.data, cfg.data.image_size, context)
         .batch(k, drop_remainder=True).prefetch(1)  # one next() = one execution's stack of k batches
     )
-    iterator = iter(dataset)
+    iterator = None  # started by the first phase that reads images: a feature cache build needs the cores
     evaluator = (evaluate_lib.make_evaluator(strategy, model, cfg, cfg.data.validation_split,
                                              len(job.class_names), job.validation_steps)
                  if job.validation_steps else None)
@@ -494,15 +496,20 @@ def train(job: Job) -> dict:
         print(f"[{phase.name}] {trainable} trainable backbone layers, {len(model.trainable_variables)} trainable "
               f"variables, learning rate {phase.learning_rate:g}, {phase.epochs} epochs of {spe} steps", flush=True)
         optimizer = optimizers[phase.name]
-        train_steps = make_train_function(job, model, optimizer, augmenter, class_weights)
-        grid_pending = True
-        while progress.phase_step < total and not progress.stopped_early:
+        cached = features.cached_phase(job, model) if features.applies(cfg, phase.name) else None
+        if cached is None and iterator is None:
+            iterator = iter(dataset)
+        phase_iterator, phase_evaluator = (cached.iterator, cached.evaluator) if cached else (iterator, evaluator)
+        train_steps = make_train_function(job, cached.head if cached else model, optimizer,
+                                          features.no_augmentation if cached else augmenter, class_weights)
+        grid_pending = cached is None
+        while progress.phase_step < total and not progress.stopped_early and not out_of_time:
             epoch_end = (progress.phase_step // spe + 1) * spe
             epoch_meter, window_meter = _Meter(), _Meter()
             while progress.phase_step < epoch_end:
                 profiler.before(progress.step)
                 started = time.perf_counter()
-                batch = next(iterator)
+                batch = next(phase_iterator)
                 fetched = time.perf_counter()
                 if grid_pending:
                     summaries.augmented_grid(_augmented_sample(job, augmenter, batch, progress.step), progress.step)
@@ -519,8 +526,12 @@ def train(job: Job) -> dict:
                     window_meter = _Meter()
                 if mid_epoch and _crossed(progress.step, k, cfg.train.checkpoint_steps):
                     progress.save()
+                if cfg.train.max_seconds and time.perf_counter() - started_at >= cfg.train.max_seconds:
+                    out_of_time = True
+                    print(f"--max_seconds={cfg.train.max_seconds:g}: stopping at step {progress.step}", flush=True)
+                    break
             summaries.training(window_meter.metrics(global_batch), _learning_rate(optimizer), progress.step)
-            validation = evaluator() if evaluator else None
+            validation = phase_evaluator() if phase_evaluator else None
             if validation is not None:
                 summaries.evaluation(validation, job.class_names, progress.step)
             train_metrics = epoch_meter.metrics(global_batch)
@@ -537,7 +548,7 @@ def train(job: Job) -> dict:
                           flush=True)
             history.append(record)
             progress.save()
-        if progress.stopped_early:
+        if progress.stopped_early or out_of_time:
             break
     profiler.end()
     summaries.close()

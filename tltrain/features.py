@@ -1,0 +1,388 @@
+"""Cached features (--cache_features): phase 1 with a frozen backbone as one forward pass per example.
+
+With the backbone frozen, phase 1 trains only the head, yet every epoch would push every image through the
+backbone again, and that forward pass is nearly the whole cost of the epoch. Here it runs once: the pooled (or
+flattened, per --pooling) features go to TFRecord shards under model_dir/feature_cache/<key> (or
+--feature_cache_dir), and the head trains on them. The head is not a copy: the head model is made of the
+classifier's own head layers, so training it trains the classifier, and phase 2, checkpoints, evaluation,
+export and predict see one model whichever way phase 1 ran.
+
+One cache entry holds one split's features. Its key hashes everything they depend on: the backbone's weight
+values as loaded (from ImageNet, a file or a seed alike), the model, alpha, feature layer, pooling, image size,
+precision, eval crop, the split's digest (see split_digest), and for augmented views the crop and augmentation
+settings. An entry is written under temporary names and marked complete by cache.json, written last: an
+interrupted build is redone, a complete entry is reused by every later run with the same key.
+
+The training split's entry holds the centre-cropped view of every example, plus K augmented views with
+--cache_augmented_views=K (random crops from the training pipeline, then the on-device augmentation without
+mixup/cutmix; "about" K: they are the first K epochs of the repeated training stream). A head epoch
+is as many steps as an image epoch, each batch drawn from all stored views.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import posixpath
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tltrain import augment, data, records
+from tltrain import evaluate as evaluate_lib
+from tltrain.config import RunConfig
+
+CACHE_DIR = "feature_cache"
+MARKER_FILE = "cache.json"
+FORMAT_VERSION = 1
+_SHARD_BYTES = 128 << 20
+_SHUFFLE_BYTES = 256 << 20  # shuffle buffer of the head's training stream
+_IN_MEMORY_BYTES = 2 << 30  # entries up to this size are read from disk once, then kept in memory
+_SCHEMA = {"features": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+
+
+def validate(cfg: RunConfig) -> None:
+    """One-line errors for cache flags that cannot work, before anything is built."""
+    t = cfg.train
+    if t.cache_augmented_views < 0:
+        raise ValueError(f"--cache_augmented_views={t.cache_augmented_views}: must be >= 0")
+    if t.max_seconds < 0:
+        raise ValueError(f"--max_seconds={t.max_seconds}: must be >= 0 (0: no limit)")
+    if not t.cache_features:
+        if t.cache_augmented_views:
+            raise ValueError("--cache_augmented_views: only applies with --cache_features")
+        return
+    if t.freeze != "backbone" or t.epochs <= 0:
+        raise ValueError("--cache_features: needs a phase 1 with a frozen backbone (--freeze=backbone, --epochs > 0)")
+    if cfg.strategy.strategy == "multi_worker":
+        raise ValueError("--cache_features: not supported with --strategy=multi_worker (one process builds the "
+                         "cache); build it with a single-worker run first, or train without it")
+
+
+def applies(cfg: RunConfig, phase_name: str) -> bool:
+    """Whether this phase trains on cached features: phase 1 (the frozen backbone) with --cache_features."""
+    return cfg.train.cache_features and phase_name == "transfer"
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A complete cache entry: `count` feature vectors of `dim` float32 values with labels, in `files`."""
+
+    directory: str
+    files: tuple[str, ...]
+    count: int
+    dim: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.dim * 4
+
+
+@dataclasses.dataclass
+class CachedPhase:
+    """What the training loop swaps in for phase 1: the head model (the classifier's own head layers on a
+    features input), an iterator of stacked steps_per_execution batches of (features, labels), and an
+    evaluator over the cached validation features (None without a validation split)."""
+
+    head: keras.Model
+    iterator: Iterator
+    evaluator: Callable | None
+
+
+def no_augmentation(features: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The augmenter of the cached phase: augmented views, if any, were made when the cache was built."""
+    del seed
+    return features, labels
+
+
+# ------------------------------------------------------------------------------------------------- models
+
+
+def _pool_index(model: keras.Model, pooling: str) -> int:
+    names = [layer.name for layer in model.layers]
+    name = f"{pooling}_pool"
+    if name not in names:
+        raise ValueError(f"{model.name}: no layer {name}; is it a tltrain classifier built with --pooling={pooling}?")
+    return names.index(name)
+
+
+def feature_model(model: keras.Model, pooling: str) -> keras.Model:
+    """Pixels -> what the head sees: the classifier up to and including its pooling layer."""
+    return keras.Model(model.inputs, model.layers[_pool_index(model, pooling)].output, name="features")
+
+
+def head_model(model: keras.Model, pooling: str) -> keras.Model:
+    """Features -> class probabilities: the classifier's graph from its pooling layer's output on. Its layers
+    are the classifier's own (training this model trains the classifier's head)."""
+    return keras.Model(model.layers[_pool_index(model, pooling)].output, model.output, name="head")
+
+
+# ---------------------------------------------------------------------------------------------------- keys
+
+
+def _weights_digest(model: keras.Model) -> str:
+    """sha256 over the backbone's weight shapes and values: the features depend on nothing else of it."""
+    digest = hashlib.sha256()
+    for weight in model.get_layer("backbone").weights:
+        value = np.ascontiguousarray(weight.numpy())
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def split_digest(metadata: dict, split: str) -> str:
+    """What identifies one split's examples: the split's own "digest" when dataset.json has one (subsets made
+    by tools/sweep_per_class.py share their parent's validation split, and with it its cached features), else
+    the records' digest and the split's name."""
+    own = metadata["splits"].get(split, {}).get("digest")
+    return own or hashlib.sha256(f"{metadata['digest']}\0{split}".encode()).hexdigest()
+
+
+def _records_identity(cfg: RunConfig, split: str) -> str:
+    if cfg.data.records_dir:
+        return split_digest(records.read_metadata(cfg.data.records_dir), split)
+    return f"tfds:{cfg.data.tfds_name}:{split}"
+
+
+def key_inputs(cfg: RunConfig, weights_digest: str, precision: str, split: str, views: int) -> dict:
+    """Everything an entry's features depend on (stored in its cache.json, hashed into its directory name)."""
+    inputs = {
+        "format": FORMAT_VERSION, "model": cfg.model.model, "alpha": cfg.model.alpha,
+        "feature_layer": cfg.model.feature_layer, "pooling": cfg.model.pooling,
+        "image_size": cfg.data.image_size, "precision": precision, "backbone_weights": weights_digest,
+        "records": _records_identity(cfg, split), "split": split, "eval_crop_fraction": cfg.data.eval_crop_fraction,
+        "augmented_views": views,
+    }
+    if views:
+        inputs.update(augment=dataclasses.asdict(_view_augment(cfg)), seed=cfg.train.seed,
+                      crop_area_range=list(cfg.data.crop_area_range),
+                      crop_aspect_range=list(cfg.data.crop_aspect_range))
+    return inputs
+
+
+def entry_directory(cfg: RunConfig, inputs: dict) -> str:
+    root = cfg.train.feature_cache_dir or posixpath.join(cfg.train.model_dir, CACHE_DIR)
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
+    return posixpath.join(root, f"{inputs['split']}-{key}")
+
+
+def _view_augment(cfg: RunConfig):
+    """The augmentation of the stored views: the run's, without mixup/cutmix (they mix labels across a batch)."""
+    return dataclasses.replace(augment.resolve(cfg.augment), mixup_alpha=0.0, cutmix_alpha=0.0)
+
+
+# --------------------------------------------------------------------------------------------------- build
+
+
+def read_entry(directory: str) -> Entry | None:
+    """The complete entry in `directory`, or None when there is none (or only an interrupted build)."""
+    marker = posixpath.join(directory, MARKER_FILE)
+    if not tf.io.gfile.exists(marker):
+        return None
+    with tf.io.gfile.GFile(marker) as f:
+        meta = json.load(f)
+    files = tuple(posixpath.join(directory, shard["file"]) for shard in meta["shards"])
+    if not all(tf.io.gfile.exists(path) for path in files):
+        return None
+    return Entry(directory, files, int(meta["count"]), int(meta["dim"]))
+
+
+class _ShardWriter:
+    """Feature records spread over `num_shards` files under temporary names; `finish` renames them and writes
+    cache.json last, so a complete-looking entry is a complete one."""
+
+    def __init__(self, directory: str, num_shards: int):
+        self.directory = directory
+        self.tag = uuid.uuid4().hex[:8]  # two runs building the same entry at once do not share temp files
+        self.names = [f"features-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
+        tf.io.gfile.makedirs(directory)
+        self.writers = [tf.io.TFRecordWriter(self._temp(name)) for name in self.names]
+        self.counts = [0] * num_shards
+        self.batches = 0
+
+    def _temp(self, name: str) -> str:
+        return posixpath.join(self.directory, f"{name}.{self.tag}.incomplete")
+
+    def write(self, features: np.ndarray, labels: np.ndarray) -> None:
+        """One batch of real examples, into the next shard (round robin by batch)."""
+        shard = self.batches % len(self.writers)
+        example = tf.train.Example()
+        feature = example.features.feature
+        for row, label in zip(features, labels):
+            feature["features"].bytes_list.value[:] = [row.tobytes()]
+            feature["label"].int64_list.value[:] = [int(label)]
+            self.writers[shard].write(example.SerializeToString())
+        self.counts[shard] += len(labels)
+        self.batches += 1
+
+    def finish(self, meta: dict) -> None:
+        for writer in self.writers:
+            writer.close()
+        for name in self.names:
+            tf.io.gfile.rename(self._temp(name), posixpath.join(self.directory, name), overwrite=True)
+        meta = {**meta, "count": sum(self.counts),
+                "shards": [{"file": name, "count": count} for name, count in zip(self.names, self.counts)]}
+        temp = posixpath.join(self.directory, f"{MARKER_FILE}.{self.tag}.incomplete")
+        with tf.io.gfile.GFile(temp, "w") as f:
+            f.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        tf.io.gfile.rename(temp, posixpath.join(self.directory, MARKER_FILE), overwrite=True)
+
+    def abort(self) -> None:
+        for writer, name in zip(self.writers, self.names):
+            writer.close()
+            if tf.io.gfile.exists(self._temp(name)):
+                tf.io.gfile.remove(self._temp(name))
+
+
+def _make_extract(job, features: keras.Model, augmenter: augment.Augmenter | None):
+    """A tf.function: one distributed batch (images, labels) -> per-replica float32 features and labels. With an
+    augmenter, the images are augmented first, seeded by [seed, step * replicas + replica] like training."""
+    strategy = job.strategy
+    replicas = strategy.num_replicas_in_sync
+    num_classes = len(job.class_names)
+
+    def replica_step(images, labels, step):
+        if augmenter is not None:
+            context = tf.distribute.get_replica_context()
+            replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+            seed = tf.stack([tf.constant(job.cfg.train.seed, tf.int64), step * replicas + replica])
+            images, _ = augmenter(images, tf.one_hot(tf.maximum(labels, 0), num_classes), seed)
+        return tf.cast(features(images, training=False), tf.float32), labels
+
+    @tf.function
+    def extract(batch, step):
+        return strategy.run(replica_step, args=(*batch, step))
+
+    return extract
+
+
+def _local(strategy, values) -> np.ndarray:
+    return np.concatenate([v.numpy() for v in strategy.experimental_local_results(values)])
+
+
+def build_entry(job, model: keras.Model, split: str, views: int, inputs: dict) -> Entry:
+    """Runs the frozen backbone over `split` (centre crops, then `views` augmented passes for training) and
+    writes the entry; returns it."""
+    cfg, strategy = job.cfg, job.strategy
+    directory = entry_directory(cfg, inputs)
+    started = time.perf_counter()
+    features = feature_model(model, cfg.model.pooling)
+    dim = int(np.prod(features.output.shape[1:]))
+    count = data.dataset_info(cfg.data).split_counts[split]
+    size, global_batch = cfg.data.image_size, cfg.data.batch_size
+    passes = [(strategy.distribute_datasets_from_function(
+        lambda context: data.make_eval_dataset(cfg.data, size, split, context)),
+        data.eval_steps(cfg.data, split), None)]
+    if views:
+        # No shuffle: the first `views` epochs of the stream are then (about) `views` passes over the split.
+        view_cfg = dataclasses.replace(cfg, augment=_view_augment(cfg),
+                                       data=dataclasses.replace(cfg.data, shuffle_buffer=1))
+        passes.append((strategy.distribute_datasets_from_function(
+            lambda context: data.make_train_dataset(view_cfg.data, size, context)),
+            math.ceil(views * count / global_batch), augment.Augmenter(view_cfg.augment, len(job.class_names))))
+    expected_bytes = count * (1 + views) * dim * 4
+    writer = _ShardWriter(directory, max(1, math.ceil(expected_bytes / _SHARD_BYTES)))
+    try:
+        step = 0
+        for dataset, steps, augmenter in passes:
+            extract = _make_extract(job, features, augmenter)
+            for _, batch in zip(range(steps), dataset):
+                vectors, labels = extract(batch, tf.constant(step, tf.int64))
+                vectors, labels = _local(strategy, vectors).reshape(-1, dim), _local(strategy, labels)
+                real = labels >= 0  # evaluation batches are padded with label -1
+                writer.write(vectors[real], labels[real])
+                step += 1
+        writer.finish({**inputs, "dim": dim, "seconds": round(time.perf_counter() - started, 3)})
+    except BaseException:
+        writer.abort()
+        raise
+    entry = read_entry(directory)
+    print(f"feature cache: built {directory} ({entry.count} vectors of {dim}, {split}, "
+          f"{time.perf_counter() - started:.1f}s)", flush=True)
+    return entry
+
+
+def ensure_entry(job, model: keras.Model, split: str, views: int, weights_digest: str) -> Entry:
+    """The split's cache entry for this backbone: reused when complete, else built."""
+    inputs = key_inputs(job.cfg, weights_digest, job.precision, split, views)
+    entry = read_entry(entry_directory(job.cfg, inputs))
+    if entry is not None:
+        print(f"feature cache: reusing {entry.directory} ({entry.count} vectors of {entry.dim}, {split})", flush=True)
+        return entry
+    return build_entry(job, model, split, views, inputs)
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+
+
+def _parse(serialized: tf.Tensor, dim: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch of serialized feature records -> (float32 [b, dim], int32 [b])."""
+    parsed = tf.io.parse_example(serialized, _SCHEMA)
+    vectors = tf.io.decode_raw(parsed["features"], tf.float32)
+    return tf.ensure_shape(vectors, [None, dim]), tf.cast(parsed["label"], tf.int32)
+
+
+def _pipeline_records(entry: Entry, context: tf.distribute.InputContext) -> tf.data.Dataset:
+    serialized = tf.data.TFRecordDataset(list(entry.files))
+    return serialized.shard(context.num_input_pipelines, context.input_pipeline_id)
+
+
+def train_features(entry: Entry, cfg: RunConfig, context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """(float32 [b, dim], int32 [b]) batches of this input pipeline, shuffled (seeded by --seed), forever."""
+    context = context or tf.distribute.InputContext()
+    batch = context.get_per_replica_batch_size(cfg.data.batch_size)
+    serialized = _pipeline_records(entry, context)
+    if entry.nbytes <= _IN_MEMORY_BYTES:
+        serialized = serialized.cache()
+    buffer = max(batch, min(entry.count, _SHUFFLE_BYTES // (4 * entry.dim)))
+    batches = serialized.shuffle(buffer, seed=cfg.train.seed).repeat().batch(batch, drop_remainder=True)
+    return batches.map(functools.partial(_parse, dim=entry.dim), num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def eval_features(entry: Entry, cfg: RunConfig, context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """(float32 [b, dim], int32 [b]) batches like data.make_eval_dataset's: every vector exactly once over all
+    pipelines, each pipeline padded with label -1 to the same number of full batches."""
+    context = context or tf.distribute.InputContext()
+    batch = context.get_per_replica_batch_size(cfg.data.batch_size)
+    n, index = context.num_input_pipelines, context.input_pipeline_id
+    count = len(range(index, entry.count, n))
+    total = math.ceil(entry.count / cfg.data.batch_size) * (context.num_replicas_in_sync // n) * batch
+    vectors = _pipeline_records(entry, context).batch(256).map(functools.partial(_parse, dim=entry.dim)).unbatch()
+    padding = tf.data.Dataset.from_tensors((tf.zeros([entry.dim], tf.float32), tf.constant(-1, tf.int32)))
+    return vectors.concatenate(padding.repeat(total - count)).batch(batch, drop_remainder=True).prefetch(2)
+
+
+# ------------------------------------------------------------------------------------------------- phase 1
+
+
+def cached_phase(job, model: keras.Model) -> CachedPhase:
+    """Makes sure the cache entries exist (building what is missing) and returns what phase 1 trains with."""
+    cfg, strategy = job.cfg, job.strategy
+    views = cfg.train.cache_augmented_views
+    resolved = augment.resolve(cfg.augment)
+    if not views and any(getattr(resolved, name) for name in augment.PRESETS["none"]):
+        print(f"feature cache: phase 1 trains on centre crops without --augment={cfg.augment.preset} "
+              "(--cache_augmented_views=K stores K augmented views too)", flush=True)
+    elif views and (resolved.mixup_alpha or resolved.cutmix_alpha):
+        print("feature cache: the stored views are not mixed (mixup/cutmix apply to phase 2 only)", flush=True)
+    digest = _weights_digest(model)
+    train_entry = ensure_entry(job, model, cfg.data.train_split, views, digest)
+    validation_entry = (ensure_entry(job, model, cfg.data.validation_split, 0, digest)
+                        if job.validation_steps else None)
+    head = head_model(model, cfg.model.pooling)
+    k = cfg.train.steps_per_execution
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: train_features(train_entry, cfg, context).batch(k, drop_remainder=True).prefetch(1))
+    evaluator = None
+    if validation_entry is not None:
+        evaluator = evaluate_lib.make_evaluator(
+            strategy, head, cfg, cfg.data.validation_split, len(job.class_names), job.validation_steps,
+            make_dataset=lambda context: eval_features(validation_entry, cfg, context))
+    return CachedPhase(head, iter(dataset), evaluator)
