@@ -1,0 +1,189 @@
+"""--cache_features: the cache is built once and reused, rebuilt when the backbone or the records change, the
+head trained on it is the classifier's head (same predictions on images, same evaluation), and a cached run
+learns like an uncached one."""
+
+import dataclasses
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import write_color_records
+
+from tltrain import data, evaluate, features, run_dir, train
+from tltrain.config import RunConfig
+
+
+def cached_config(records, model_dir, **train_fields) -> RunConfig:
+    """simple_cnn at 32 px, frozen random backbone (its pooled features separate the colour classes), batch 16."""
+    cfg = RunConfig()
+    cfg.data = dataclasses.replace(cfg.data, records_dir=str(records), image_size=32, batch_size=16)
+    cfg.model = dataclasses.replace(cfg.model, model="simple_cnn", weights="none")
+    cfg.augment = dataclasses.replace(cfg.augment, preset="none")
+    fields = dict(model_dir=str(model_dir), epochs=6, learning_rate=0.1, cache_features=True)
+    cfg.train = dataclasses.replace(cfg.train, **{**fields, **train_fields})
+    return cfg
+
+
+def in_model_dir(cfg: RunConfig, model_dir: pathlib.Path) -> RunConfig:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model_dir=str(model_dir)))
+
+
+def entries(cache_dir: pathlib.Path) -> dict[str, dict[str, int]]:
+    """{entry directory name: {file name: mtime_ns}} of the complete entries in a cache directory."""
+    return {d.name: {f.name: f.stat().st_mtime_ns for f in d.iterdir()}
+            for d in sorted(cache_dir.iterdir()) if (d / features.MARKER_FILE).exists()}
+
+
+@pytest.fixture(scope="module")
+def cached_run(tmp_path_factory, color_records):
+    """One cached run (6 head epochs, then 1 fine-tune epoch) and what it printed."""
+    model_dir = tmp_path_factory.mktemp("cached") / "run"
+    cfg = cached_config(color_records, model_dir, fine_tune_epochs=1, fine_tune_learning_rate=1e-4)
+    result = train.train(train.prepare(cfg))
+    return cfg, result
+
+
+def test_flags_that_cannot_use_a_cache_fail_with_one_line(tmp_path, color_records):
+    cfg = cached_config(color_records, tmp_path, cache_features=False, cache_augmented_views=2)
+    with pytest.raises(ValueError, match="--cache_augmented_views: only applies with --cache_features"):
+        train.prepare(cfg)
+    with pytest.raises(ValueError, match="--cache_features: needs a phase 1 with a frozen backbone"):
+        train.prepare(cached_config(color_records, tmp_path, freeze="none"))
+    with pytest.raises(ValueError, match="--cache_augmented_views=-1: must be >= 0"):
+        train.prepare(cached_config(color_records, tmp_path, cache_augmented_views=-1))
+    with pytest.raises(ValueError, match="--max_seconds=-1: must be >= 0"):
+        train.prepare(cached_config(color_records, tmp_path, max_seconds=-1))
+
+
+def test_eval_features_cover_every_vector_once_padded_to_equal_batches(tmp_path):
+    writer = features._ShardWriter(str(tmp_path), num_shards=2)
+    vectors = np.arange(13 * 4, dtype=np.float32).reshape(13, 4)
+    for start in range(0, 13, 5):
+        writer.write(vectors[start:start + 5], np.arange(start, min(start + 5, 13)))
+    writer.finish({"dim": 4})
+    entry = features.read_entry(str(tmp_path))
+    assert entry.count == 13 and entry.dim == 4 and len(entry.files) == 2
+    cfg = RunConfig()
+    cfg.data = dataclasses.replace(cfg.data, batch_size=4)
+    seen, batches = [], []
+    for index in range(2):  # two input pipelines, one replica each
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=index, num_replicas_in_sync=2)
+        pipeline = list(features.eval_features(entry, cfg, context))
+        batches.append(len(pipeline))
+        for x, y in pipeline:
+            assert x.shape == (2, 4)
+            for row, label in zip(x.numpy(), y.numpy()):
+                if label >= 0:
+                    np.testing.assert_array_equal(row, vectors[label])
+                    seen.append(int(label))
+                else:
+                    assert not row.any()
+    assert sorted(seen) == list(range(13)) and batches == [4, 4]  # ceil(13 / 4) steps on every pipeline
+    train_batch = next(iter(features.train_features(entry, cfg)))
+    assert train_batch[0].shape == (4, 4) and train_batch[1].dtype == tf.int32
+
+
+def test_head_model_shares_the_classifiers_head_weights():
+    cfg = cached_config("", "")
+    cfg.model = dataclasses.replace(cfg.model, head_units=(8,))
+    model = run_dir.build_model(cfg, 3, "float32")
+    head = features.head_model(model, "avg")
+    assert [layer.name for layer in head.layers[1:]] == ["head_dropout_0", "head_dense_0", "dropout", "predictions"]
+    assert {id(v) for v in head.trainable_variables} == {id(v) for v in model.get_layer("predictions").weights} | \
+        {id(v) for v in model.get_layer("head_dense_0").weights}
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    pooled = features.feature_model(model, "avg")(images)
+    np.testing.assert_allclose(head(pooled).numpy(), model(images).numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_cache_is_built_once_reused_by_later_runs_and_rebuilt_when_inputs_change(tmp_path, color_records, capsys):
+    cache = tmp_path / "cache"
+    first = cached_config(color_records, tmp_path / "a", epochs=1, feature_cache_dir=str(cache))
+    train.train(train.prepare(first))
+    built = entries(cache)
+    assert sorted(name.split("-")[0] for name in built) == ["train", "validation"]
+    assert "feature cache: built" in capsys.readouterr().out
+
+    train.train(train.prepare(in_model_dir(first, tmp_path / "b")))
+    out = capsys.readouterr().out
+    assert out.count("feature cache: reusing") == 2 and "feature cache: built" not in out
+    assert entries(cache) == built  # same files, not rewritten
+
+    other_backbone = dataclasses.replace(first, train=dataclasses.replace(first.train, model_dir=str(tmp_path / "c"),
+                                                                          seed=1))  # other random weights
+    train.train(train.prepare(other_backbone))
+    assert capsys.readouterr().out.count("feature cache: built") == 2
+    other_records = write_color_records(tmp_path / "records2", {"train": 8, "validation": 4}, seed=5)
+    changed = dataclasses.replace(first, data=dataclasses.replace(first.data, records_dir=str(other_records)),
+                                  train=dataclasses.replace(first.train, model_dir=str(tmp_path / "d")))
+    train.train(train.prepare(changed))
+    assert capsys.readouterr().out.count("feature cache: built") == 2
+    after = entries(cache)
+    assert len(after) == 6 and all(after[name] == files for name, files in built.items())
+
+    # An interrupted build (no cache.json) is not used: the entry is built again.
+    marker = cache / next(name for name in built if name.startswith("train")) / features.MARKER_FILE
+    marker.unlink()
+    train.train(train.prepare(in_model_dir(first, tmp_path / "e")))
+    assert capsys.readouterr().out.count("feature cache: built") == 1 and marker.exists()
+
+
+@pytest.mark.slow
+def test_head_trained_on_the_cache_predicts_the_same_on_images_and_evaluates_the_same(cached_run):
+    cfg, result = cached_run
+    history = result["history"]
+    transfer = [h for h in history if h["phase"] == "transfer"]
+    assert len(transfer) == 6 and [h["phase"] for h in history[6:]] == ["fine_tune"]
+    assert transfer[-1]["loss"] < 0.8 * transfer[0]["loss"] and transfer[-1]["val_accuracy"] >= 0.8
+
+    # The checkpoint at the end of the cached phase holds the head it trained, on the untouched backbone.
+    phase1 = run_dir.build_model(cfg, 3, "float32", weights="none")
+    tf.train.Checkpoint(model=phase1).restore(f"{cfg.train.model_dir}/checkpoints/ckpt-36").expect_partial()
+    entry = features.read_entry(str(next(pathlib.Path(cfg.train.model_dir, "feature_cache").glob("validation-*"))))
+    cached_vectors, cached_labels = next(iter(features.eval_features(entry, cfg).unbatch().batch(1000)))
+    real = cached_labels.numpy() >= 0
+    images, labels = next(iter(data.make_eval_dataset(cfg.data, 32, "validation").unbatch().batch(1000)))
+    np.testing.assert_array_equal(labels.numpy()[real], cached_labels.numpy()[real])
+    on_images = phase1(images).numpy()[real]
+    on_cache = features.head_model(phase1, "avg")(cached_vectors).numpy()[real]
+    np.testing.assert_allclose(on_cache, on_images, rtol=1e-5, atol=1e-6)
+    accuracy = float(np.mean(on_images.argmax(1) == labels.numpy()[real]))
+    assert accuracy == pytest.approx(transfer[-1]["val_accuracy"])
+
+    # Phase 2 and --mode=evaluate work on the full model as without the cache.
+    eval_cfg, split = evaluate.prepare(cfg.train.model_dir, split="validation")
+    report = evaluate.evaluate(eval_cfg, split, tf.distribute.get_strategy())
+    assert report["count"] == 36 and report["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
+
+
+@pytest.mark.slow
+def test_cached_and_uncached_runs_with_the_same_seed_reach_comparable_accuracy(tmp_path, color_records, cached_run):
+    cached_cfg, cached = cached_run
+    plain = train.train(train.prepare(cached_config(color_records, tmp_path / "plain", cache_features=False)))
+    cached_accuracy = [h for h in cached["history"] if h["phase"] == "transfer"][-1]["val_accuracy"]
+    plain_accuracy = plain["history"][-1]["val_accuracy"]
+    assert cached_accuracy >= 0.8 and plain_accuracy >= 0.8 and abs(cached_accuracy - plain_accuracy) <= 0.2
+    assert len(plain["history"]) == 6 and plain["step"] == 36  # the same number of steps per epoch
+
+
+@pytest.mark.slow
+def test_augmented_views_are_stored_with_the_centre_crops(tmp_path, color_records):
+    cfg = cached_config(color_records, tmp_path / "run", epochs=2, cache_augmented_views=2)
+    cfg.augment = dataclasses.replace(cfg.augment, preset="flip", mixup_alpha=0.2)
+    history = train.train(train.prepare(cfg))["history"]
+    train_entry = features.read_entry(str(next((tmp_path / "run" / "feature_cache").glob("train-*"))))
+    assert train_entry.count == 96 + 2 * 96  # ceil(2 * 96 / 16) full batches of views
+    labels = np.concatenate([y.numpy() for _, y in features.eval_features(train_entry, cfg)])
+    counts = np.bincount(labels[labels >= 0])
+    assert counts.sum() == 288 and all(90 <= c <= 102 for c in counts)  # 32 centre crops + about 64 views each
+    assert history[-1]["val_accuracy"] > 1 / 3
+
+
+def test_max_seconds_stops_training_with_a_checkpoint(tmp_path, color_records, capsys):
+    cfg = cached_config(color_records, tmp_path / "run", cache_features=False, epochs=50, max_seconds=0.001)
+    result = train.train(train.prepare(cfg))
+    assert result["step"] == 1 and len(result["history"]) == 1
+    assert "--max_seconds=0.001: stopping at step 1" in capsys.readouterr().out
+    assert run_dir.checkpoint_step(str(tmp_path / "run")) == 1
