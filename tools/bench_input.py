@@ -57,6 +57,9 @@ flags.DEFINE_list("methods", None, "Only these methods (default: all seven).")
 flags.DEFINE_bool("compare_augment", False, "Instead: the seed recipe on device, Keras layers vs tltrain.augment.")
 flags.DEFINE_bool("profile", False, "Instead: CPU milliseconds per image of each stage, one thread at a time.")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
+flags.DEFINE_enum("cpu_allocator", "default", ["default", "bfc"],
+                  "bfc: TF_CPU_ALLOCATOR_USE_BFC=true, TF's pooling allocator, so a 38 MB float32 batch does not "
+                  "take fresh pages from the kernel every step (set before TensorFlow starts).")
 FLAGS = flags.FLAGS
 
 SEED_RECIPE = dict(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2, shear_range=0.2,
@@ -323,6 +326,7 @@ def machine() -> dict:
     except ImportError:
         pass
     return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "platform": platform.platform(),
+            "tf_cpu_allocator_use_bfc": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", ""),
             "load_average_1m_at_start": round(os.getloadavg()[0], 2), **versions}
 
 
@@ -401,7 +405,7 @@ def _cpu_ms_per_image(run_once, images: int, repeats: int = 3) -> float:
     return statistics.median(costs)
 
 
-def profile(records_dir: str, num_classes: int) -> None:
+def profile(images_dir: str, records_dir: str, num_classes: int) -> None:
     """CPU cost of every stage on one thread: robust to other load, unlike images/second. The host stages
     run in tf.data with one thread; the augmentation as the train step runs it. Two cores then bound the
     throughput at 2000 / (host + augment) images/second, before any overlap loss."""
@@ -448,18 +452,27 @@ def profile(records_dir: str, num_classes: int) -> None:
     steps = max(1, count // FLAGS.batch_size)
     costs["seed recipe augmentation on the device"] = _cpu_ms_per_image(
         lambda: [step(tf.constant([0, i], tf.int64)).shape for i in range(steps)], steps * FLAGS.batch_size)
+    generator = image_data_generator_methods(images_dir)[1]  # seed recipe; single-threaded, so img/s = 1000/ms
+    generator.next_batch = generator.start()
+    costs["ImageDataGenerator seed recipe (all of it)"] = _cpu_ms_per_image(
+        lambda: [generator.next_batch() for _ in range(2)], 2 * FLAGS.batch_size)
     print(f"CPU milliseconds per image, each stage alone on one thread ({len(encoded)} images, median of 3)")
     for name, cost in costs.items():
         print(f"{cost:6.2f} ms  {name}")
     host_ms = costs["tltrain host total: parse, crop, resize"]
     device_ms = costs["seed recipe augmentation on the device"]
     cores = len(os.sched_getaffinity(0))
-    print(f"ceiling on {cores} cores: decode_limit {cores * 1000 / costs[next(iter(costs))]:.0f} img/s, "
-          f"tltrain {cores * 1000 / host_ms:.0f}, tltrain_augmented {cores * 1000 / (host_ms + device_ms):.0f}")
+    print(f"ceilings on {cores} cores (no overlap loss): decode_limit {cores * 1000 / costs[next(iter(costs))]:.0f} "
+          f"img/s, tltrain {cores * 1000 / host_ms:.0f}, tltrain_augmented {cores * 1000 / (host_ms + device_ms):.0f}, "
+          f"image_data_generator_seed_recipe {1000 / costs['ImageDataGenerator seed recipe (all of it)']:.0f}")
 
 
 def main(argv):
     del argv
+    if FLAGS.cpu_allocator == "bfc":
+        if "tensorflow" in sys.modules:
+            raise app.UsageError("--cpu_allocator=bfc: TensorFlow was imported before the flag could apply")
+        os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
     if FLAGS.compare_augment:
         return compare_augment()
     unknown = set(FLAGS.methods or ()) - set(METHODS)
@@ -479,7 +492,7 @@ def main(argv):
 
     num_classes = data.dataset_info(DataConfig(records_dir=records_dir)).num_classes
     if FLAGS.profile:
-        return profile(records_dir, num_classes)
+        return profile(images_dir, records_dir, num_classes)
     methods = [decode_limit(train_jpeg_bytes(records_dir)), *tltrain_methods(records_dir, num_classes),
                *keras_methods(images_dir), *image_data_generator_methods(images_dir)]
     methods = [m for m in methods if m.name in (FLAGS.methods or METHODS)]
