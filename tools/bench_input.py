@@ -99,7 +99,8 @@ def photo_like(index: int, width: int = 500, height: int = 375) -> bytes:
     for _ in range(6):
         x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
         box = [x, y, x + int(rng.integers(20, 200)), y + int(rng.integers(20, 200))]
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
     noisy = np.asarray(picture, np.int16) + rng.normal(0, 7, (height, width, 3)).astype(np.int16)
     out = io.BytesIO()
     Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
