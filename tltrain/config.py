@@ -11,14 +11,14 @@ import json
 class DataConfig:
     records_dir: str = ""  # directory written by tools/make_tfrecords.py (local or gs://)
     tfds_name: str = ""  # instead of records: a TFDS dataset, e.g. "tf_flowers"
-    tfds_data_dir: str | None = None
-    train_split: str = "train"
-    validation_split: str = "validation"
+    tfds_data_dir: str | None = None  # where TFDS keeps its data; None = its default (~/tensorflow_datasets)
+    train_split: str = "train"  # split to train on (a records split, or a TFDS split like "train[:90%]")
+    validation_split: str = "validation"  # split to validate on ("" = no validation)
     image_size: int = 0  # 0: the model's default size
     batch_size: int = 32  # global batch, over all replicas and workers
-    shuffle_buffer: int = 2048
+    shuffle_buffer: int = 2048  # examples in the training shuffle buffer
     crop_area_range: tuple[float, float] = (0.08, 1.0)  # Inception-style random crop
-    crop_aspect_range: tuple[float, float] = (0.75, 1.333)
+    crop_aspect_range: tuple[float, float] = (0.75, 1.333)  # aspect ratio range of the random crop
     eval_crop_fraction: float = 0.875  # centre crop for evaluation and prediction
     cache: bool = False  # cache decoded, resized images in memory (small data sets)
     num_parallel_calls: int = -1  # -1: tf.data.AUTOTUNE
@@ -32,17 +32,17 @@ class AugmentConfig:
     """On-device augmentation; `preset` fills the fields below unless they are set explicitly."""
 
     preset: str = "flip"  # none | flip | seed_recipe
-    horizontal_flip: bool = True
-    vertical_flip: bool = False
+    horizontal_flip: bool = True  # random left-right flip
+    vertical_flip: bool = False  # random up-down flip
     rotation: float = 0.0  # degrees, uniform in [-rotation, rotation]
     shift: float = 0.0  # fraction of height/width
     zoom: float = 0.0  # fraction
     shear: float = 0.0  # shear angle in radians-as-fraction, like ImageDataGenerator's shear_range
-    contrast: float = 0.0
-    brightness: float = 0.0
+    contrast: float = 0.0  # random contrast factor in [1 - contrast, 1 + contrast]
+    brightness: float = 0.0  # random brightness shift, fraction of the 0-255 range
     fill_mode: str = "nearest"  # nearest | reflect: what the geometric transforms show outside the image
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
+    mixup_alpha: float = 0.0  # mixup Beta(alpha, alpha); 0 = off
+    cutmix_alpha: float = 0.0  # cutmix Beta(alpha, alpha); 0 = off
     seed: int | None = None
 
 
@@ -53,30 +53,30 @@ class ModelConfig:
     alpha: float = 1.0  # width multiplier for the MobileNet families
     feature_layer: str = ""  # cut the backbone at this layer; "" = its last layer
     pooling: str = "avg"  # avg | max | flatten
-    head_units: tuple[int, ...] = ()
-    dropout: float = 0.2
-    l2: float = 0.0
+    head_units: tuple[int, ...] = ()  # ReLU Dense layers between pooling and the classifier, e.g. 1024,256
+    dropout: float = 0.2  # dropout before each head Dense layer
+    l2: float = 0.0  # L2 weight decay on the head
     min_matched_fraction: float = 0.9  # weights from PATH: error when fewer backbone layers match
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    model_dir: str = ""
+    model_dir: str = ""  # where checkpoints, summaries, reports and exports go (local or gs://)
     epochs: int = 5  # phase 1: frozen backbone, new head
     fine_tune_epochs: int = 0  # phase 2: top of the backbone unfrozen
     fine_tune_at: str = ""  # layer index, layer name or block name; "" = the model's default cut
     freeze: str = "backbone"  # backbone | none
-    fine_tune_batchnorm: bool = False
+    fine_tune_batchnorm: bool = False  # phase 2: also train BatchNorm layers (kept in inference mode otherwise)
     optimizer: str = "adam"  # adam | sgd | rmsprop
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # phase 1 peak learning rate
     fine_tune_learning_rate: float = 0.0  # 0: learning_rate / 10
     schedule: str = "cosine"  # cosine | step | constant
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0  # linear warm-up at the start of each phase
+    label_smoothing: float = 0.0  # label smoothing of the cross-entropy
     class_weight: str = "none"  # none | balanced
     steps_per_epoch: int = 0  # 0: from dataset.json
     validation_steps: int = 0  # 0: the whole validation split
-    steps_per_execution: int = 1
+    steps_per_execution: int = 1  # train steps per tf.function call (>1 for TPUs)
     checkpoint_steps: int = 0  # 0: only at the end of each epoch
     stop_at_accuracy: float = 0.0  # 0: never stop early
     mixed_precision: str = "auto"  # auto | float16 | bfloat16 | none
