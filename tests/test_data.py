@@ -179,6 +179,17 @@ def test_decode_for_eval_takes_the_centre_crop():
         assert whole[..., 0].max() > 200
 
 
+@pytest.mark.parametrize("image_size", [16, 40, 100])  # JPEG decoded at 1/8, 1/4 and full scale
+def test_large_jpegs_decode_at_a_reduced_scale_to_the_same_picture(image_size):
+    y, x = np.mgrid[0:320, 0:320]
+    pixels = np.stack([x * 255 // 320, y * 255 // 320, (x + y) * 255 // 640], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
+    ours = data.decode_for_eval(tf.constant(buffer.getvalue()), image_size, 1.0).numpy().astype(float)
+    reference = tf.image.resize(pixels.astype(np.float32), [image_size, image_size], antialias=True).numpy()
+    assert np.abs(ours - reference).mean() < 2.0
+
+
 def test_predict_dataset_decodes_files_like_eval(tmp_path):
     paths = []
     for i, image_format in enumerate(["JPEG", "PNG", "TIFF", "BMP", "JPEG"]):

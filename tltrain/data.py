@@ -67,16 +67,27 @@ def eval_steps(cfg: DataConfig, split: str) -> int:
 # ---------------------------------------------------------------------------------------------- decoding
 
 
+_JPEG_RATIOS = (1, 2, 4, 8)  # the DCT-domain downscales libjpeg offers
+
+
 def _crop_and_resize(encoded: tf.Tensor, image_size: int, window_fn) -> tf.Tensor:
     """Decodes only the window `window_fn(shape)` picks, then resizes it to image_size x image_size uint8.
 
-    JPEG goes through decode_and_crop_jpeg (it skips the IDCT outside the window); anything else through
+    JPEG goes through decode_and_crop_jpeg: it stops below the window and skips the IDCT outside it; and when
+    the window's short side is at least 2, 4 or 8 times image_size, it decodes at 1/2, 1/4 or 1/8 scale in the
+    DCT domain (a few times faster, and a cleaner downscale than bilinear alone). Anything else goes through
     decode_image then a slice. The bytes decide, not image/format: the same code serves TFDS and raw files.
     """
 
     def jpeg():
         window = window_fn(tf.io.extract_jpeg_shape(encoded))
-        return tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
+        short_side = tf.minimum(window[2], window[3])
+        halvings = tf.add_n([tf.cast(short_side >= r * image_size, tf.int32) for r in _JPEG_RATIOS[1:]])
+
+        def decode(ratio: int):
+            return lambda: tf.image.decode_and_crop_jpeg(encoded, window // ratio, channels=3, ratio=ratio)
+
+        return tf.switch_case(halvings, [decode(ratio) for ratio in _JPEG_RATIOS])
 
     def other():
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
