@@ -358,6 +358,8 @@ def report(figures: dict[str, float], passes: dict[str, list[float]], about: dic
         print(f"{name:{width}}{value:9.1f}  {cells}   {', '.join(f'{v:.0f}' for v in passes[name])}")
     for check in checks:
         print(f"target {check['target']}: {check['ratio']:.2f}  {'met' if check['met'] else 'NOT MET'}")
+    if not all(check["met"] for check in checks):
+        print("where the time goes: python tools/bench_input.py --profile")
     return result
 
 
