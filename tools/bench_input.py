@@ -28,6 +28,7 @@ Needs tf_keras for the ImageDataGenerator baselines (not in Keras 3):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -268,9 +269,10 @@ def image_data_generator_methods(images_dir: str) -> list[Method]:
 
     def flow(**augmentation):
         def start():
-            iterator = ImageDataGenerator(**augmentation).flow_from_directory(
-                images_dir, target_size=(FLAGS.image_size, FLAGS.image_size), batch_size=FLAGS.batch_size,
-                class_mode="sparse", shuffle=True, seed=0)
+            with contextlib.redirect_stdout(sys.stderr):  # "Found N images": keep stdout for --json
+                iterator = ImageDataGenerator(**augmentation).flow_from_directory(
+                    images_dir, target_size=(FLAGS.image_size, FLAGS.image_size), batch_size=FLAGS.batch_size,
+                    class_mode="sparse", shuffle=True, seed=0)
             return lambda: len(next(iterator)[0])
 
         return start
