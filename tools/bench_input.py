@@ -8,8 +8,8 @@
     python tools/bench_input.py --profile       # where the time goes: CPU ms per image of every stage
 
 Every method delivers image_size x image_size batches of batch_size and is measured the same way: one
-iterator over `.repeat()` kept for the whole run (on this 2-core machine AUTOTUNE with a fresh iterator per
-epoch ran 30-60% of epochs at half speed; one long-lived iterator never did, and the trainer keeps one too),
+iterator over `.repeat()` kept for the whole run (DESIGN.md: on this 2-core machine AUTOTUNE with a fresh
+iterator per epoch ran 30-60% of epochs at half speed, one long-lived iterator never did; the trainer keeps one),
 a warm-up, then `--passes` timed passes taken round-robin over the methods, so a burst of load from other
 processes hits every method rather than one; the figure is the median pass. tf.data methods drain their
 prefetch buffers for a second before each pass so a pass never starts on batches made while idle.
