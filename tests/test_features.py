@@ -126,8 +126,10 @@ def test_cache_is_built_once_reused_by_later_runs_and_rebuilt_when_inputs_change
     # An interrupted build (no cache.json) is not used: the entry is built again.
     marker = cache / next(name for name in built if name.startswith("train")) / features.MARKER_FILE
     marker.unlink()
+    (marker.parent / "features-00000-of-00001.tfrecord.incomplete").write_bytes(b"left by a killed build")
     train.train(train.prepare(in_model_dir(first, tmp_path / "e")))
     assert capsys.readouterr().out.count("feature cache: built") == 1 and marker.exists()
+    assert not list(cache.glob("*/*.incomplete"))
 
 
 @pytest.mark.slow

@@ -28,7 +28,6 @@ import json
 import math
 import posixpath
 import time
-import uuid
 from collections.abc import Callable, Iterator
 
 import keras
@@ -45,6 +44,7 @@ FORMAT_VERSION = 1
 _SHARD_BYTES = 128 << 20
 _SHUFFLE_BYTES = 256 << 20  # shuffle buffer of the head's training stream
 _IN_MEMORY_BYTES = 2 << 30  # entries up to this size are read from disk once, then kept in memory
+_PROGRESS_SECONDS = 60.0  # a progress line at most this often while building
 _SCHEMA = {"features": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
 
 
@@ -196,19 +196,21 @@ def read_entry(directory: str) -> Entry | None:
 
 class _ShardWriter:
     """Feature records spread over `num_shards` files under temporary names; `finish` renames them and writes
-    cache.json last, so a complete-looking entry is a complete one."""
+    cache.json last, so a complete-looking entry is a complete one. Leftovers of an interrupted build are
+    deleted first (two runs must not build the same entry at the same time)."""
 
     def __init__(self, directory: str, num_shards: int):
         self.directory = directory
-        self.tag = uuid.uuid4().hex[:8]  # two runs building the same entry at once do not share temp files
         self.names = [f"features-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
         tf.io.gfile.makedirs(directory)
+        for leftover in tf.io.gfile.glob(posixpath.join(directory, "*.incomplete")):
+            tf.io.gfile.remove(leftover)
         self.writers = [tf.io.TFRecordWriter(self._temp(name)) for name in self.names]
         self.counts = [0] * num_shards
         self.batches = 0
 
     def _temp(self, name: str) -> str:
-        return posixpath.join(self.directory, f"{name}.{self.tag}.incomplete")
+        return posixpath.join(self.directory, f"{name}.incomplete")
 
     def write(self, features: np.ndarray, labels: np.ndarray) -> None:
         """One batch of real examples, into the next shard (round robin by batch)."""
@@ -229,7 +231,7 @@ class _ShardWriter:
             tf.io.gfile.rename(self._temp(name), posixpath.join(self.directory, name), overwrite=True)
         meta = {**meta, "count": sum(self.counts),
                 "shards": [{"file": name, "count": count} for name, count in zip(self.names, self.counts)]}
-        temp = posixpath.join(self.directory, f"{MARKER_FILE}.{self.tag}.incomplete")
+        temp = posixpath.join(self.directory, f"{MARKER_FILE}.incomplete")
         with tf.io.gfile.GFile(temp, "w") as f:
             f.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         tf.io.gfile.rename(temp, posixpath.join(self.directory, MARKER_FILE), overwrite=True)
@@ -290,7 +292,7 @@ def build_entry(job, model: keras.Model, split: str, views: int, inputs: dict) -
     expected_bytes = count * (1 + views) * dim * 4
     writer = _ShardWriter(directory, max(1, math.ceil(expected_bytes / _SHARD_BYTES)))
     try:
-        step = 0
+        step, total_steps, reported = 0, sum(steps for _, steps, _ in passes), time.perf_counter()
         for dataset, steps, augmenter in passes:
             extract = _make_extract(job, features, augmenter)
             for _, batch in zip(range(steps), dataset):
@@ -299,6 +301,10 @@ def build_entry(job, model: keras.Model, split: str, views: int, inputs: dict) -
                 real = labels >= 0  # evaluation batches are padded with label -1
                 writer.write(vectors[real], labels[real])
                 step += 1
+                if time.perf_counter() - reported > _PROGRESS_SECONDS:
+                    reported = time.perf_counter()
+                    print(f"feature cache: {split} {step}/{total_steps} batches, "
+                          f"{step * global_batch / (reported - started):.0f} img/s", flush=True)
         writer.finish({**inputs, "dim": dim, "seconds": round(time.perf_counter() - started, 3)})
     except BaseException:
         writer.abort()
