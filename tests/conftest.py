@@ -70,3 +70,19 @@ def write_color_records(out_dir: pathlib.Path, per_class: dict[str, int], size: 
 def color_records(tmp_path_factory) -> pathlib.Path:
     """Three colour classes: 32 training and 12 validation images each (see write_color_records)."""
     return write_color_records(tmp_path_factory.mktemp("color_records"), {"train": 32, "validation": 12})
+
+
+@pytest.fixture
+def tf_data_service():
+    """An in-process tf.data service dispatcher and one worker, addressed on 127.0.0.1 only: grpc://127.0.0.1:PORT."""
+    import tensorflow as tf
+
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+    address = dispatcher.target.split("://")[1]
+    worker = service.WorkerServer(service.WorkerConfig(dispatcher_address=address, worker_address="127.0.0.1:%port%"))
+    try:
+        yield f"grpc://127.0.0.1:{address.rsplit(':', 1)[1]}"
+    finally:
+        worker.stop()
+        dispatcher.stop()

@@ -254,16 +254,7 @@ def test_tfds_source_with_mock_data():
 
 
 @pytest.mark.parametrize("mode", data.DATA_SERVICE_MODES)
-def test_training_through_tf_data_service(records_dir, mode):
-    service = tf.data.experimental.service
-    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
-    address = dispatcher.target.split("://")[1]
-    worker = service.WorkerServer(service.WorkerConfig(dispatcher_address=address, worker_address="127.0.0.1:%port%"))
-    try:
-        port = address.rsplit(":", 1)[1]
-        cfg = DataConfig(records_dir=records_dir, batch_size=8, shuffle_buffer=4,
-                         data_service=f"grpc://127.0.0.1:{port}", data_service_mode=mode)
-        assert_three_epochs(seen(data.make_train_dataset(cfg, SIZE), 9))
-    finally:
-        worker.stop()
-        dispatcher.stop()
+def test_training_through_tf_data_service(records_dir, mode, tf_data_service):
+    cfg = DataConfig(records_dir=records_dir, batch_size=8, shuffle_buffer=4,
+                     data_service=tf_data_service, data_service_mode=mode)
+    assert_three_epochs(seen(data.make_train_dataset(cfg, SIZE), 9))

@@ -170,18 +170,10 @@ def test_sigkill_during_fine_tuning_then_rerun_ends_at_the_same_step(tmp_path, c
 
 
 @pytest.mark.slow
-def test_training_through_an_in_process_tf_data_service_learns(tmp_path, color_records):
+def test_training_through_an_in_process_tf_data_service_learns(tmp_path, color_records, tf_data_service):
     """--data_service: the host pipeline runs in a tf.data service worker (127.0.0.1 only) and the run still learns."""
-    service = tf.data.experimental.service
-    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
-    address = dispatcher.target.split("://")[1]
-    worker = service.WorkerServer(service.WorkerConfig(dispatcher_address=address, worker_address="127.0.0.1:%port%"))
-    try:
-        cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=5, learning_rate=3e-3)
-        cfg.data = dataclasses.replace(cfg.data, data_service=f"grpc://127.0.0.1:{address.rsplit(':', 1)[1]}")
-        history = train.train(train.prepare(cfg))["history"]
-    finally:
-        worker.stop()
-        dispatcher.stop()
+    cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=5, learning_rate=3e-3)
+    cfg.data = dataclasses.replace(cfg.data, data_service=tf_data_service)
+    history = train.train(train.prepare(cfg))["history"]
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     assert history[-1]["val_accuracy"] >= 0.8  # chance is 1/3
