@@ -115,7 +115,7 @@ def _pool_index(model: keras.Model, pooling: str) -> int:
 
 def feature_model(model: keras.Model, pooling: str) -> keras.Model:
     """Pixels -> what the head sees: the classifier up to and including its pooling layer."""
-    return keras.Model(model.inputs, model.layers[_pool_index(model, pooling)].output, name="features")
+    return keras.Model(model.input, model.layers[_pool_index(model, pooling)].output, name="features")
 
 
 def head_model(model: keras.Model, pooling: str) -> keras.Model:
