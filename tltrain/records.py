@@ -48,8 +48,11 @@ _ONE_BYTE = [bytes((value,)) for value in range(128)]
 
 
 def _varint(value: int) -> bytes:
-    if 0 <= value < 128:
+    if 0 <= value < 0x80:
         return _ONE_BYTE[value]
+    if 0 <= value < 0x200000:  # lengths of image bytes and fields: two or three bytes, without the loop
+        low = value & 0x7F | 0x80
+        return bytes((low, value >> 7)) if value < 0x4000 else bytes((low, value >> 7 & 0x7F | 0x80, value >> 14))
     value &= (1 << 64) - 1  # negative int64s take ten bytes, as in protobuf
     out = bytearray()
     while value > 0x7F:
