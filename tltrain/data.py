@@ -214,6 +214,8 @@ class _RecordsSource:
             examples = self._read(files).shard(n, index)
             return examples.repeat() if repeat else examples
         files = files[index::n]
+        log.info("input pipeline %d of %d reads %d '%s' shards of %s: %s", index, n, len(files), split,
+                 self.records_dir, " ".join(posixpath.basename(path) for path in files))
         names = tf.data.Dataset.from_tensor_slices(files)
         if repeat:
             names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
