@@ -304,8 +304,8 @@ def read_step(checkpoint_dir: pathlib.Path) -> int:
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
-def epoch_lines(log: str, worker: int) -> list[str]:
-    return [line for line in log.splitlines() if line.startswith(f"[worker {worker}] [full] epoch ")]
+def epoch_lines(log: str, worker: int, phase: str = "full") -> list[str]:
+    return [line for line in log.splitlines() if line.startswith(f"[worker {worker}] [{phase}] epoch ")]
 
 
 def metric(line: str, name: str) -> float:
@@ -360,3 +360,105 @@ def test_two_worker_job_on_localhost_trains_and_resumes_after_a_worker_is_killed
     assert chief and [metric(line, "loss") for line in chief] == [metric(line, "loss") for line in other]
     assert metric(chief[-1], "val_accuracy") > 0.6  # chance is 1/3
     assert write_dirs("tmp_rerun") == []  # a worker that ends normally removes its write dir
+
+
+# The same job as 2 workers and as one process, comparable step for step: the global batch is the whole training
+# split (96 examples, 2 shards of 48), so every step of either run sees each training example exactly once and
+# sharding or read order cannot change what a step computes. --cache (one finite pass, cached, then repeated) with
+# --shuffle_buffer=1 keeps a batch to exactly one pass; --crop_area_range=1,1 leaves only the deterministic centre
+# crop; --augment=none and --dropout=0 leave no randomness; the frozen backbone keeps BatchNorm on its moving
+# statistics (per-worker batch statistics would differ from one batch's). The head is a linear classifier on fixed
+# features, a convex problem, so rounding differences do not grow over the steps. SGD, unlike Adam, is not
+# invariant to the gradients' scale: a wrong loss reduction across workers (a mean where the sum belongs, the
+# per-replica batch for the global one, the L2 term counted once per worker) changes the weights it learns.
+FULL_BATCH_STEPS = 10
+FULL_BATCH_ARGS = ["--model=simple_cnn", "--weights=none", "--image_size=32", "--batch_size=96", "--freeze=backbone",
+                   "--dropout=0", "--l2=0.001", "--label_smoothing=0.1", "--augment=none", "--cache",
+                   "--shuffle_buffer=1", "--crop_area_range=1,1", "--optimizer=sgd", "--learning_rate=3",
+                   "--schedule=constant", f"--epochs={FULL_BATCH_STEPS}", "--seed=5"]
+# The two runs differ only in the order of float additions: the all-reduce adds two workers' sums over 48 examples
+# where the single process sums 96 at once, ~1e-7 relative per step. Measured: weights within 3e-7 after 10 steps,
+# where the last step alone moves them by 0.14.
+WEIGHTS_ATOL = 1e-5
+LOSS_ATOL = 2e-4  # the console prints 4 decimals: equal values may round one unit apart
+VALIDATION_IMAGES = 36  # color_records: 12 per class
+
+
+@pytest.fixture(scope="module")
+def full_batch_runs(tmp_path_factory, color_records):
+    """FULL_BATCH_ARGS run as a 2-worker local_cluster job and, side by side, as one process (--strategy=default).
+    Returns {"two": (log, model_dir), "one": (log, model_dir)}."""
+    root = tmp_path_factory.mktemp("full_batch")
+    args = [f"--records_dir={color_records}", *FULL_BATCH_ARGS]
+    one = subprocess.Popen([sys.executable, "-m", "tltrain.main", "--strategy=default", f"--model_dir={root / 'one'}",
+                            *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        two_log = io.StringIO()
+        status = local_cluster.run_cluster([f"--model_dir={root / 'two'}", *args], num_workers=2, timeout_s=300,
+                                           out=two_log)
+        one_log, _ = one.communicate(timeout=GUARD_TIMEOUT_S)
+    finally:
+        if one.poll() is None:
+            one.kill()
+            one.wait()
+    assert status == 0, two_log.getvalue()[-5000:]
+    assert one.returncode == 0, one_log[-5000:]
+    return {"two": (two_log.getvalue(), root / "two"), "one": (one_log, root / "one")}
+
+
+def checkpoint_tensors(checkpoint_dir: pathlib.Path, step: int) -> dict:
+    """Every value saved in ckpt-{step}: the model's weights, the optimizer's slots, the step counters."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(checkpoint_dir / f"ckpt-{step}"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+@pytest.mark.slow
+def test_two_worker_job_matches_a_one_device_job_with_the_same_global_batch(full_batch_runs):
+    """After FULL_BATCH_STEPS steps the 2-worker job's checkpoint equals the single process's within WEIGHTS_ATOL,
+    a small fraction of what one step changes, and both logged the same losses and validation results per step
+    while learning (loss down, accuracy well above chance)."""
+    import numpy as np
+
+    (two_log, two_dir), (one_log, one_dir) = full_batch_runs["two"], full_batch_runs["one"]
+    assert "[worker 0] CollectiveAllReduceStrategy, 2 replicas, float32, global batch 96 (48 per replica)" in two_log
+    assert "_DefaultDistributionStrategy, 1 replicas, float32, global batch 96 (96 per replica)" in one_log
+    two_epochs = [line.split("] ", 1)[1] for line in epoch_lines(two_log, 0, "transfer")]
+    one_epochs = [line for line in one_log.splitlines() if line.startswith("[transfer] epoch ")]
+    assert len(two_epochs) == len(one_epochs) == FULL_BATCH_STEPS  # one step per epoch
+    for name, atol in (("loss", LOSS_ATOL), ("val_loss", LOSS_ATOL), ("val_accuracy", 1 / VALIDATION_IMAGES)):
+        # val_accuracy: one of the validation images may be a near-tie between two classes
+        np.testing.assert_allclose([metric(line, name) for line in two_epochs],
+                                   [metric(line, name) for line in one_epochs], atol=atol, rtol=0, err_msg=name)
+    losses = [metric(line, "loss") for line in one_epochs]
+    assert losses[-1] < losses[0] - 0.05 and metric(one_epochs[-1], "val_accuracy") > 0.7  # chance is 1/3
+
+    two, one = (checkpoint_tensors(d / "checkpoints", FULL_BATCH_STEPS) for d in (two_dir, one_dir))
+    assert sorted(two) == sorted(one) and two["step/.ATTRIBUTES/VARIABLE_VALUE"] == FULL_BATCH_STEPS
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], atol=WEIGHTS_ATOL, rtol=0, err_msg=name)
+    before_last_step = checkpoint_tensors(one_dir / "checkpoints", FULL_BATCH_STEPS - 1)
+    last_step_change = max(np.max(np.abs(one[name] - before_last_step[name])) for name in one if "trainable" in name)
+    assert last_step_change > 100 * WEIGHTS_ATOL
+
+
+@pytest.mark.slow
+def test_each_worker_reads_only_its_own_train_shards(full_batch_runs, color_records):
+    """Each worker's input pipeline logs the train shards it was given: disjoint, and together all of them. (That
+    together they fed every training example once per step is what the matching weights of the test above show.)"""
+    shards = {shard["file"] for shard in json.loads((color_records / "dataset.json").read_text())["splits"]["train"]["shards"]}
+    read = {}
+    for line in full_batch_runs["two"][0].splitlines():
+        if " input pipeline " in line and " 'train' shards of " in line:
+            worker = int(line.split("]", 1)[0].removeprefix("[worker "))
+            assert f"input pipeline {worker} of 2 reads " in line, line
+            assert worker not in read, f"worker {worker} built a second train pipeline: {line}"
+            read[worker] = set(line.rsplit(": ", 1)[1].split())
+    assert sorted(read) == [0, 1]
+    assert read[0] and read[1] and not read[0] & read[1]
+    assert read[0] | read[1] == shards
+    one_device = [line for line in full_batch_runs["one"][0].splitlines() if " 'train' shards of " in line]
+    assert len(one_device) == 1 and "input pipeline 0 of 1 reads 2 " in one_device[0]
+    assert set(one_device[0].rsplit(": ", 1)[1].split()) == shards
