@@ -5,12 +5,13 @@ learns like an uncached one."""
 import dataclasses
 import pathlib
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import write_color_records
 
-from tltrain import data, evaluate, features, run_dir, train
+from tltrain import data, evaluate, features, models, run_dir, train
 from tltrain.config import RunConfig
 
 
@@ -191,3 +192,37 @@ def test_max_seconds_stops_training_with_a_checkpoint(tmp_path, color_records, c
     assert result["step"] == 1 and len(result["history"]) == 1
     assert "--max_seconds=0.001: stopping at step 1" in capsys.readouterr().out
     assert run_dir.checkpoint_step(str(tmp_path / "run")) == 1
+
+
+@pytest.mark.slow
+def test_fine_tune_on_cached_activations_trains_the_classifiers_top_layers(tmp_path, color_records, capsys):
+    """--cache_fine_tune: phase 2 on stored activations below --fine_tune_at (here with no phase 1) trains the
+    classifier's own top blocks and head: --mode=evaluate on images matches the cached validation exactly."""
+    cfg = cached_config(color_records, tmp_path / "run", epochs=0, fine_tune_epochs=4, fine_tune_at="block_13",
+                        cache_fine_tune=True, fine_tune_learning_rate=3e-3)
+    cfg.model = dataclasses.replace(cfg.model, model="mobilenet_v2", alpha=0.35)
+    job = train.prepare(cfg)
+    keras.utils.set_random_seed(cfg.train.seed)  # the trainer's initial weights
+    before = run_dir.build_model(job.cfg, 3, "float32")
+    backbone = before.get_layer("backbone")
+    from_cut = {layer.name for layer in backbone.layers[models.fine_tune_start(backbone, cfg.model, "block_13"):]}
+    history = train.train(job)["history"]
+    assert "feature cache: built" in capsys.readouterr().out
+    cache = {d.name.split("-")[0]: features.read_entry(str(d)) for d in (tmp_path / "run" / "feature_cache").iterdir()}
+    assert sorted(cache) == ["train", "validation"] and cache["train"].count == 96
+    assert '"cut": "block_12_add"' in (pathlib.Path(cache["train"].directory) / features.MARKER_FILE).read_text()
+    assert [h["phase"] for h in history] == ["fine_tune"] * 4 and history[-1]["loss"] < history[0]["loss"]
+
+    trained = run_dir.build_model(cfg, 3, "float32", weights="none")
+    tf.train.Checkpoint(model=trained).restore(f"{cfg.train.model_dir}/checkpoints/ckpt-24").expect_partial()
+    changed = {w.path.split("/")[-2] for w, b in zip(trained.get_layer("backbone").weights, backbone.weights)
+               if not np.array_equal(w, b)}
+    assert changed and changed <= from_cut  # only layers from the cut on trained
+    eval_cfg, split = evaluate.prepare(cfg.train.model_dir, split="validation")
+    report = evaluate.evaluate(eval_cfg, split, tf.distribute.get_strategy())
+    assert report["count"] == 36 and report["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
+
+    bad_cut = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model_dir=str(tmp_path / "bad"),
+                                                                 fine_tune_at="block_14_depthwise"))
+    with pytest.raises(ValueError, match="--cache_fine_tune: --fine_tune_at=block_14_depthwise is not a cut"):
+        train.train(train.prepare(bad_cut))

@@ -91,6 +91,7 @@ class TrainConfig:
     top_k: int = 5  # --mode=predict: classes printed per image
     cache_features: bool = False  # phase 1: run the frozen backbone once per example, train the head on stored features
     cache_augmented_views: int = 0  # --cache_features: also store K augmented views of each training example
+    cache_fine_tune: bool = False  # --cache_features: phase 2 too, on stored activations below --fine_tune_at (no aug.)
     feature_cache_dir: str = ""  # --cache_features: where caches go; "" = model_dir/feature_cache (share it across runs)
     max_seconds: float = 0.0  # stop training after this many seconds (checkpoint saved, a re-run continues); 0: no limit
 

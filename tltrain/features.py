@@ -17,6 +17,12 @@ The training split's entry holds the centre-cropped view of every example, plus 
 --cache_augmented_views=K (random crops from the training pipeline, then the on-device augmentation without
 mixup/cutmix; "about" K: they are the first K epochs of the repeated training stream). A head epoch
 is as many steps as an image epoch, each batch drawn from all stored views.
+
+--cache_fine_tune does the same for phase 2: the layers below --fine_tune_at stay frozen (BatchNorm in
+inference mode), so without augmentation their output per example never changes. It is stored once (the
+entry's key adds the cut layer), and phase 2 trains the classifier's own layers from the cut on over it,
+which skips the frozen part's forward pass and the image pipeline in every step. With --epochs=0 there is
+no phase 1 (and no pooled cache to build): the head starts with the top blocks.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import augment, data, records
+from tltrain import augment, data, models, records
 from tltrain import evaluate as evaluate_lib
 from tltrain.config import RunConfig
 
@@ -56,10 +62,13 @@ def validate(cfg: RunConfig) -> None:
     if t.max_seconds < 0:
         raise ValueError(f"--max_seconds={t.max_seconds}: must be >= 0 (0: no limit)")
     if not t.cache_features:
-        if t.cache_augmented_views:
-            raise ValueError("--cache_augmented_views: only applies with --cache_features")
+        for flag in ("cache_augmented_views", "cache_fine_tune"):
+            if getattr(t, flag):
+                raise ValueError(f"--{flag}: only applies with --cache_features")
         return
-    if t.freeze != "backbone" or t.epochs <= 0:
+    if t.cache_fine_tune and (t.freeze != "backbone" or t.fine_tune_epochs <= 0):
+        raise ValueError("--cache_fine_tune: needs a phase 2 (--freeze=backbone, --fine_tune_epochs > 0)")
+    if t.freeze != "backbone" or (t.epochs <= 0 and not t.cache_fine_tune):
         raise ValueError("--cache_features: needs a phase 1 with a frozen backbone (--freeze=backbone, --epochs > 0)")
     if cfg.strategy.strategy == "multi_worker":
         raise ValueError("--cache_features: not supported with --strategy=multi_worker (one process builds the "
@@ -67,8 +76,10 @@ def validate(cfg: RunConfig) -> None:
 
 
 def applies(cfg: RunConfig, phase_name: str) -> bool:
-    """Whether this phase trains on cached features: phase 1 (the frozen backbone) with --cache_features."""
-    return cfg.train.cache_features and phase_name == "transfer"
+    """Whether this phase trains on cached features: phase 1 (the frozen backbone) with --cache_features, and
+    phase 2 (the layers from --fine_tune_at on) with --cache_fine_tune too."""
+    t = cfg.train
+    return t.cache_features and (phase_name == "transfer" or (phase_name == "fine_tune" and t.cache_fine_tune))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +135,36 @@ def head_model(model: keras.Model, pooling: str) -> keras.Model:
     return keras.Model(model.layers[_pool_index(model, pooling)].output, model.output, name="head")
 
 
+def fine_tune_models(model: keras.Model, cfg: RunConfig) -> tuple[keras.Model, keras.Model, str]:
+    """(features, head, cut) of phase 2 on cached activations: features = pixels -> the flattened output of the
+    last frozen backbone layer below --fine_tune_at (named `cut`; with BatchNorm in inference mode below the cut
+    these never change in phase 2); head = those -> class probabilities through the classifier's own layers
+    from the cut on. Needs a cut that one tensor crosses, i.e. a block boundary."""
+    backbone = model.get_layer("backbone")
+    start = models.fine_tune_start(backbone, cfg.model, cfg.train.fine_tune_at)
+    if start < 2:
+        raise ValueError(f"--cache_fine_tune: --fine_tune_at={cfg.train.fine_tune_at} leaves no frozen layer to cache")
+    cut = backbone.layers[start - 1]
+    try:
+        top = keras.Model(cut.output, backbone.output, name="backbone_top")
+    except ValueError as error:
+        raise ValueError(f"--cache_fine_tune: --fine_tune_at={cfg.train.fine_tune_at} is not a cut one tensor crosses "
+                         f"(use a block name): {error}") from None
+    outer = [layer.name for layer in model.layers].index("backbone")
+    pixels = keras.Input(model.input.shape[1:], dtype=model.input.dtype, name="pixels")
+    x = pixels
+    for layer in model.layers[1:outer]:  # the preprocessing
+        x = layer(x)
+    lower = keras.Model(backbone.input, cut.output, name="backbone_lower")
+    features = keras.Model(pixels, keras.layers.Flatten()(lower(x)), name="features")
+    shape = tuple(cut.output.shape[1:])
+    vectors = keras.Input((int(np.prod(shape)),), name="activations")
+    x = top(keras.layers.Reshape(shape)(vectors))
+    for layer in model.layers[outer + 1:]:  # pooling and head
+        x = layer(x)
+    return features, keras.Model(vectors, x, name="head"), cut.name
+
+
 # ---------------------------------------------------------------------------------------------------- keys
 
 
@@ -151,8 +192,9 @@ def _records_identity(cfg: RunConfig, split: str) -> str:
     return f"tfds:{cfg.data.tfds_name}:{split}"
 
 
-def key_inputs(cfg: RunConfig, weights_digest: str, precision: str, split: str, views: int) -> dict:
-    """Everything an entry's features depend on (stored in its cache.json, hashed into its directory name)."""
+def key_inputs(cfg: RunConfig, weights_digest: str, precision: str, split: str, views: int, cut: str = "") -> dict:
+    """Everything an entry's features depend on (stored in its cache.json, hashed into its directory name);
+    `cut`: the backbone layer of phase 2's activations ("" = the pooled features of phase 1)."""
     inputs = {
         "format": FORMAT_VERSION, "model": cfg.model.model, "alpha": cfg.model.alpha,
         "feature_layer": cfg.model.feature_layer, "pooling": cfg.model.pooling,
@@ -160,6 +202,8 @@ def key_inputs(cfg: RunConfig, weights_digest: str, precision: str, split: str, 
         "records": _records_identity(cfg, split), "split": split, "eval_crop_fraction": cfg.data.eval_crop_fraction,
         "augmented_views": views,
     }
+    if cut:
+        inputs["cut"] = cut
     if views:
         inputs.update(augment=dataclasses.asdict(_view_augment(cfg)), seed=cfg.train.seed,
                       crop_area_range=list(cfg.data.crop_area_range),
@@ -269,13 +313,12 @@ def _local(strategy, values) -> np.ndarray:
     return np.concatenate([v.numpy() for v in strategy.experimental_local_results(values)])
 
 
-def build_entry(job, model: keras.Model, split: str, views: int, inputs: dict) -> Entry:
-    """Runs the frozen backbone over `split` (centre crops, then `views` augmented passes for training) and
-    writes the entry; returns it."""
+def build_entry(job, features: keras.Model, split: str, views: int, inputs: dict) -> Entry:
+    """Runs the frozen `features` model over `split` (centre crops, then `views` augmented passes for training)
+    and writes the entry; returns it."""
     cfg, strategy = job.cfg, job.strategy
     directory = entry_directory(cfg, inputs)
     started = time.perf_counter()
-    features = feature_model(model, cfg.model.pooling)
     dim = int(np.prod(features.output.shape[1:]))
     count = data.dataset_info(cfg.data).split_counts[split]
     size, global_batch = cfg.data.image_size, cfg.data.batch_size
@@ -315,14 +358,14 @@ def build_entry(job, model: keras.Model, split: str, views: int, inputs: dict) -
     return entry
 
 
-def ensure_entry(job, model: keras.Model, split: str, views: int, weights_digest: str) -> Entry:
-    """The split's cache entry for this backbone: reused when complete, else built."""
-    inputs = key_inputs(job.cfg, weights_digest, job.precision, split, views)
+def ensure_entry(job, features: keras.Model, split: str, views: int, weights_digest: str, cut: str = "") -> Entry:
+    """The split's cache entry for this backbone (and cut): reused when complete, else built."""
+    inputs = key_inputs(job.cfg, weights_digest, job.precision, split, views, cut)
     entry = read_entry(entry_directory(job.cfg, inputs))
     if entry is not None:
         print(f"feature cache: reusing {entry.directory} ({entry.count} vectors of {entry.dim}, {split})", flush=True)
         return entry
-    return build_entry(job, model, split, views, inputs)
+    return build_entry(job, features, split, views, inputs)
 
 
 # ------------------------------------------------------------------------------------------------ datasets
@@ -368,21 +411,26 @@ def eval_features(entry: Entry, cfg: RunConfig, context: tf.distribute.InputCont
 # ------------------------------------------------------------------------------------------------- phase 1
 
 
-def cached_phase(job, model: keras.Model) -> CachedPhase:
-    """Makes sure the cache entries exist (building what is missing) and returns what phase 1 trains with."""
+def cached_phase(job, model: keras.Model, phase_name: str = "transfer") -> CachedPhase:
+    """Makes sure the cache entries exist (building what is missing) and returns what the phase trains with:
+    phase 1 on pooled features, phase 2 (--cache_fine_tune) on the activations below --fine_tune_at."""
     cfg, strategy = job.cfg, job.strategy
-    views = cfg.train.cache_augmented_views
+    fine_tune = phase_name == "fine_tune"
+    views = 0 if fine_tune else cfg.train.cache_augmented_views
     resolved = augment.resolve(cfg.augment)
     if not views and any(getattr(resolved, name) for name in augment.PRESETS["none"]):
-        print(f"feature cache: phase 1 trains on centre crops without --augment={cfg.augment.preset} "
-              "(--cache_augmented_views=K stores K augmented views too)", flush=True)
+        print(f"feature cache: {phase_name} trains on centre crops without --augment={cfg.augment.preset}"
+              + ("" if fine_tune else " (--cache_augmented_views=K stores K augmented views too)"), flush=True)
     elif views and (resolved.mixup_alpha or resolved.cutmix_alpha):
         print("feature cache: the stored views are not mixed (mixup/cutmix apply to phase 2 only)", flush=True)
     digest = _weights_digest(model)
-    train_entry = ensure_entry(job, model, cfg.data.train_split, views, digest)
-    validation_entry = (ensure_entry(job, model, cfg.data.validation_split, 0, digest)
+    if fine_tune:
+        features, head, cut = fine_tune_models(model, cfg)
+    else:
+        features, head, cut = feature_model(model, cfg.model.pooling), head_model(model, cfg.model.pooling), ""
+    train_entry = ensure_entry(job, features, cfg.data.train_split, views, digest, cut)
+    validation_entry = (ensure_entry(job, features, cfg.data.validation_split, 0, digest, cut)
                         if job.validation_steps else None)
-    head = head_model(model, cfg.model.pooling)
     k = cfg.train.steps_per_execution
     dataset = strategy.distribute_datasets_from_function(
         lambda context: train_features(train_entry, cfg, context).batch(k, drop_remainder=True).prefetch(1))

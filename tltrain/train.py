@@ -496,7 +496,7 @@ def train(job: Job) -> dict:
         print(f"[{phase.name}] {trainable} trainable backbone layers, {len(model.trainable_variables)} trainable "
               f"variables, learning rate {phase.learning_rate:g}, {phase.epochs} epochs of {spe} steps", flush=True)
         optimizer = optimizers[phase.name]
-        cached = features.cached_phase(job, model) if features.applies(cfg, phase.name) else None
+        cached = features.cached_phase(job, model, phase.name) if features.applies(cfg, phase.name) else None
         if cached is None and iterator is None:
             iterator = iter(dataset)
         phase_iterator, phase_evaluator = (cached.iterator, cached.evaluator) if cached else (iterator, evaluator)
