@@ -222,6 +222,11 @@ def test_fine_tune_on_cached_activations_trains_the_classifiers_top_layers(tmp_p
     report = evaluate.evaluate(eval_cfg, split, tf.distribute.get_strategy())
     assert report["count"] == 36 and report["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
 
+    capsys.readouterr()
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fine_tune_epochs=5))
+    assert len(train.train(train.prepare(longer))["history"]) == 1  # resumed after epoch 4, top layers trained
+    assert "feature cache: reusing" in capsys.readouterr().out  # the layers below the cut did not change
+
     bad_cut = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model_dir=str(tmp_path / "bad"),
                                                                  fine_tune_at="block_14_depthwise"))
     with pytest.raises(ValueError, match="--cache_fine_tune: --fine_tune_at=block_14_depthwise is not a cut"):

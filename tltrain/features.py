@@ -168,10 +168,11 @@ def fine_tune_models(model: keras.Model, cfg: RunConfig) -> tuple[keras.Model, k
 # ---------------------------------------------------------------------------------------------------- keys
 
 
-def _weights_digest(model: keras.Model) -> str:
-    """sha256 over the backbone's weight shapes and values: the features depend on nothing else of it."""
+def _weights_digest(features: keras.Model) -> str:
+    """sha256 over the weight shapes and values of the model that computes the cached vectors: they depend on
+    nothing else (in phase 2 only the frozen layers below the cut, so a resumed fine-tune reuses its entry)."""
     digest = hashlib.sha256()
-    for weight in model.get_layer("backbone").weights:
+    for weight in features.weights:
         value = np.ascontiguousarray(weight.numpy())
         digest.update(f"{value.dtype}{value.shape}".encode())
         digest.update(value.tobytes())
@@ -423,11 +424,11 @@ def cached_phase(job, model: keras.Model, phase_name: str = "transfer") -> Cache
               + ("" if fine_tune else " (--cache_augmented_views=K stores K augmented views too)"), flush=True)
     elif views and (resolved.mixup_alpha or resolved.cutmix_alpha):
         print("feature cache: the stored views are not mixed (mixup/cutmix apply to phase 2 only)", flush=True)
-    digest = _weights_digest(model)
     if fine_tune:
         features, head, cut = fine_tune_models(model, cfg)
     else:
         features, head, cut = feature_model(model, cfg.model.pooling), head_model(model, cfg.model.pooling), ""
+    digest = _weights_digest(features)
     train_entry = ensure_entry(job, features, cfg.data.train_split, views, digest, cut)
     validation_entry = (ensure_entry(job, features, cfg.data.validation_split, 0, digest, cut)
                         if job.validation_steps else None)
