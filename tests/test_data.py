@@ -116,7 +116,8 @@ def test_two_input_pipelines_read_disjoint_shards(records_dir):
 
 
 def test_fewer_shards_than_pipelines_falls_back_to_example_sharding(records_dir, caplog):
-    cfg = DataConfig(records_dir=records_dir, batch_size=4, train_split="test")  # the 1-shard split
+    # The 1-shard split; a shuffle buffer of 1 (as above) so each pipeline's first epoch is all of its examples.
+    cfg = DataConfig(records_dir=records_dir, batch_size=4, train_split="test", shuffle_buffer=1)
     with caplog.at_level(logging.WARNING, logger="tltrain.data"):
         per_pipeline = [{index for index, _, _ in seen(data.make_train_dataset(cfg, SIZE, context), 6)}
                         for context in contexts(2, replicas=2)]
