@@ -62,6 +62,7 @@ class ModelConfig:
 @dataclasses.dataclass
 class TrainConfig:
     model_dir: str = ""  # where checkpoints, summaries, reports and exports go (local or gs://)
+    plan: str = "auto"  # auto: settings not given are derived from the data (tltrain/plan.py) | none: fixed defaults
     epochs: int = 5  # phase 1: frozen backbone, new head
     fine_tune_epochs: int = 0  # phase 2: top of the backbone unfrozen
     fine_tune_at: str = ""  # layer index, layer name or block name; "" = the model's default cut
@@ -110,6 +111,7 @@ class RunConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     strategy: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
+    planned: dict = dataclasses.field(default_factory=dict)  # what the automatic plan chose and why (not a flag)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -123,4 +125,4 @@ class RunConfig:
             known = {f.name for f in dataclasses.fields(section_cls)}
             values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.get(name, {}).items() if k in known}
             kwargs[name] = section_cls(**values)
-        return cls(**kwargs)
+        return cls(**kwargs, planned=raw.get("planned", {}))

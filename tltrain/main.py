@@ -38,6 +38,7 @@ SECTIONS = (  # train first: its `seed` (an int, default 0) defines the one --se
 FLAG_NAME = {("augment", "preset"): "augment"}
 # Flags with a closed set of values, checked by absl while parsing.
 CHOICES = {
+    "plan": ("auto", "none"),
     "augment": ("none", "flip", "seed_recipe"),
     "pooling": ("avg", "max", "flatten"),
     "freeze": ("backbone", "none"),
@@ -133,6 +134,11 @@ def config_from_flags() -> config_lib.RunConfig:
     )
 
 
+def given_flags() -> set[str]:
+    """The names of the config flags given on the command line (or in a --flagfile): the plan leaves them be."""
+    return {name for _, _, name, _ in FIELDS if FLAGS[name].present}
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with a flag error as one line (absl's own handler prints two)."""
     try:
@@ -153,7 +159,7 @@ def main(argv: list[str]) -> None:
 
         print(models.describe_models())
         return
-    from tltrain import evaluate, export, predict, run_dir, train
+    from tltrain import evaluate, export, plan, predict, run_dir, train
     from tltrain import strategy as strategy_lib
 
     mode, files = FLAGS.mode, argv[1:]
@@ -165,7 +171,7 @@ def main(argv: list[str]) -> None:
         if not model_dir:
             raise ValueError("--model_dir: required (where checkpoints, summaries and exports go)")
         if mode == "train":
-            job = train.prepare(cfg)
+            job = plan.prepare(cfg, given_flags())
         elif mode == "evaluate":
             strategy_lib.configure_cpu_devices(cfg.strategy.num_cpu_devices)
             eval_cfg, split = evaluate.prepare(model_dir, cfg.data.records_dir, cfg.train.eval_split)
