@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import data, records, run_dir
+from tltrain import data, models, records, run_dir
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 
@@ -137,10 +137,12 @@ def default_split(available: dict[str, int], validation_split: str) -> str:
     return "test" if available.get("test") else validation_split
 
 
-def prepare(model_dir: str, records_dir: str = "", split: str = "") -> tuple[RunConfig, str]:
-    """The trained run's config (records_dir replaced when given) and the split to evaluate; one-line errors
-    for a model_dir without a trained model, missing records, or a split the records lack."""
+def prepare(model_dir: str, records_dir: str = "", split: str = "", tta: str = "none") -> tuple[RunConfig, str]:
+    """The trained run's config (records_dir replaced when given, with this evaluation's --tta) and the split to
+    evaluate; one-line errors for a model_dir without a trained model, missing records, or a split the records
+    lack."""
     cfg, _ = run_dir.load_config(model_dir)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tta=tta))
     if records_dir:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, records_dir=records_dir))
     if cfg.data.records_dir:
@@ -159,9 +161,12 @@ def evaluate(cfg: RunConfig, split: str, strategy: tf.distribute.Strategy) -> di
     model_dir = cfg.train.model_dir
     with strategy.scope():
         _, model, class_names = run_dir.load_trained(model_dir)
+        if cfg.train.tta == "flip":
+            model = models.with_flip_tta(model)
     result = make_evaluator(strategy, model, cfg, split, len(class_names), data.eval_steps(cfg.data, split))()
     report = {
         "split": split,
+        "tta": cfg.train.tta,
         "count": result.count,
         "loss": result.loss,
         "accuracy": result.accuracy,

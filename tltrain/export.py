@@ -17,7 +17,7 @@ import posixpath
 import keras
 import tensorflow as tf
 
-from tltrain import data, run_dir
+from tltrain import data, models, run_dir
 
 SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
@@ -26,9 +26,12 @@ SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "serve_pixels"
 
 
-def export(model_dir: str, export_dir: str = "", tflite: bool = False) -> dict[str, str]:
-    """Writes the export of model_dir's latest checkpoint; returns {what: path}."""
+def export(model_dir: str, export_dir: str = "", tflite: bool = False, tta: str = "none") -> dict[str, str]:
+    """Writes the export of model_dir's kept model (with --tta=flip: averaging each image's and its mirror's
+    predictions); returns {what: path}."""
     cfg, model, class_names = run_dir.load_trained(model_dir)
+    if tta == "flip":
+        model = models.with_flip_tta(model)
     export_dir = export_dir or posixpath.join(model_dir, "export")
     size, crop_fraction = cfg.data.image_size, cfg.data.eval_crop_fraction
     names = tf.constant(class_names)

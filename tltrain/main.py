@@ -39,6 +39,7 @@ FLAG_NAME = {("augment", "preset"): "augment"}
 # Flags with a closed set of values, checked by absl while parsing.
 CHOICES = {
     "plan": ("auto", "none"),
+    "tta": ("none", "flip"),
     "augment": ("none", "flip", "seed_recipe"),
     "pooling": ("avg", "max", "flatten"),
     "freeze": ("backbone", "none"),
@@ -174,7 +175,8 @@ def main(argv: list[str]) -> None:
             job = plan.prepare(cfg, given_flags())
         elif mode == "evaluate":
             strategy_lib.configure_cpu_devices(cfg.strategy.num_cpu_devices)
-            eval_cfg, split = evaluate.prepare(model_dir, cfg.data.records_dir, cfg.train.eval_split)
+            eval_cfg, split = evaluate.prepare(model_dir, cfg.data.records_dir, cfg.train.eval_split,
+                                              cfg.train.tta)
             strategy = strategy_lib.make_strategy(cfg.strategy)
         elif mode == "export":
             run_dir.load_config(model_dir)  # a trained model_dir
@@ -190,7 +192,8 @@ def main(argv: list[str]) -> None:
         print(f"{split}: accuracy {report['accuracy']:.4f}, top5 {report['top5_accuracy']:.4f}, "
               f"loss {report['loss']:.4f} over {report['count']} images; report in {model_dir}")
     elif mode == "export":
-        for what, path in export.export(model_dir, cfg.train.export_dir, cfg.train.export_tflite).items():
+        for what, path in export.export(model_dir, cfg.train.export_dir, cfg.train.export_tflite,
+                                 cfg.train.tta).items():
             print(f"{what}: {path}")
     else:
         predict.print_predictions(model_dir, files, cfg.train.top_k)

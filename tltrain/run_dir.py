@@ -108,9 +108,13 @@ def load_config(model_dir: str) -> tuple[RunConfig, list[str]]:
 
 
 def load_trained(model_dir: str, precision: str = "float32") -> tuple[RunConfig, keras.Model, list[str]]:
-    """The config, the model holding the latest checkpoint's weights, and the class names of a trained
-    model_dir (for evaluate, export and predict)."""
+    """The config, the model holding the kept weights (tltrain.keep: the best validated ones; the latest
+    checkpoint's for a run without them), and the class names of a trained model_dir (for evaluate, export
+    and predict)."""
+    from tltrain import keep
+
     cfg, class_names = load_config(model_dir)
     model = build_model(cfg, len(class_names), precision, weights="none")
-    tf.train.Checkpoint(model=model).restore(latest_checkpoint(model_dir)).expect_partial()
+    kept = keep.best_checkpoint(model_dir) or latest_checkpoint(model_dir)
+    tf.train.Checkpoint(model=model).restore(kept).expect_partial()
     return cfg, model, class_names
