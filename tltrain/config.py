@@ -80,7 +80,7 @@ class TrainConfig:
     steps_per_execution: int = 1  # train steps per tf.function call (>1 for TPUs)
     checkpoint_steps: int = 0  # 0: only at the end of each epoch
     stop_at_accuracy: float = 0.0  # 0: never stop early
-    patience: int = 0  # end a phase after this many validations without a better accuracy; 0: never
+    patience: int = 0  # end fine-tuning after this many validations without a better accuracy; 0: never
     ema_decay: float = 0.0  # keep an exponential moving average of the weights (e.g. 0.999): validated and kept; 0: off
     tta: str = "none"  # none | flip: evaluation (and --mode=export) average the image's and its mirror's predictions
     mixed_precision: str = "auto"  # auto | float16 | bfloat16 | none

@@ -6,9 +6,10 @@ model_dir/best when the validation accuracy beats every earlier one (without a v
 so `best` is the final model). With --ema_decay the optimizer keeps a moving average of the trained
 variables (Keras' use_ema); validation and `best` see the average, training continues on the raw weights,
 and the average lives in the optimizer, so it is in every checkpoint and a resumed run continues it
-exactly. --patience=N ends a phase after N validations without a new best; the best accuracy and the count
-are checkpointed with the run's progress, so a killed run resumes with them. A new phase starts from the
-best weights so far.
+exactly. --patience=N ends the fine-tuning phase (or the one phase of --freeze=none) after N validations
+without a new best; the head phase runs to its end (its early validations are noise on a new head, and its
+epochs are cheap). The best accuracy and the count are checkpointed with the run's progress, so a killed run
+resumes with them. A new phase starts from the best weights so far.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Keeper:
             print(f"starting the phase from the best weights so far ({latest}, validation accuracy "
                   f"{self.best_accuracy:.4f})", flush=True)
 
-    def after_validation(self, accuracy: float | None, step: int) -> bool:
+    def after_validation(self, accuracy: float | None, step: int, phase_name: str) -> bool:
         """Called with the model holding the weights to keep (the average with --ema_decay). Saves them when they
         are the best yet (always without validation); returns True when --patience says the phase should end."""
         if accuracy is None or accuracy > self.best_accuracy:
@@ -97,7 +98,7 @@ class Keeper:
             return False
         self.variables["since_best"].assign_add(1)
         since = int(self.variables["since_best"].numpy())
-        if self.patience and since >= self.patience:
+        if self.patience and since >= self.patience and phase_name != "transfer":
             print(f"--patience={self.patience}: no better validation accuracy than {self.best_accuracy:.4f} in "
                   f"{since} validations; ending the phase", flush=True)
             return True

@@ -29,6 +29,9 @@ backbone, not values fitted to one data set):
   sees the whole image when the sources are smaller than the model's input (they are framed to the object).
 - steps per epoch: an epoch is the unit of validation and checkpoints: the natural epoch, or longer so that
   phase 2 validates about 5 times (each validation of an uncached phase passes every validation image).
+- patience 2: fine-tuning ends after 2 validations without a better accuracy; the best weights are what is
+  kept (tltrain.keep), and fine-tuning starts from the head's best. Fine-tuning a small set often does not
+  beat its head: then it stops after 2 epochs instead of 5.
 
 Then the plan is checked on the data: a short search of the head's learning rate and hidden layer, trained
 on the cached features of 80% of the training split and scored on the other 20% (never on the validation
@@ -55,12 +58,13 @@ MIN_SIZE = 96  # 3 x 32: a 3x3 final feature map
 HEAD_EPOCHS, HEAD_MIN_STEPS, HEAD_MAX_STEPS = 30, 300, 3_000
 FINE_TUNE_MIN_STEPS = 100
 FINE_TUNE_VALIDATIONS = 5
+PATIENCE = 2  # validations without a better accuracy that end a phase (the best weights are kept anyway)
 SIZE_SAMPLE = 512  # training records whose height and width are read
 
 # The settings the plan derives, by flag name. The schedule is one part: giving any of it keeps the old
 # fixed-epoch behaviour for all of it.
 SCHEDULE = ("epochs", "fine_tune_epochs", "steps_per_epoch")
-PLANNED = SCHEDULE + ("image_size", "batch_size", "cache_features", "cache_fine_tune", "freeze", "learning_rate",
+PLANNED = SCHEDULE + ("patience", "image_size", "batch_size", "cache_features", "cache_fine_tune", "freeze", "learning_rate",
                       "fine_tune_learning_rate", "head_units", "dropout", "label_smoothing", "crop_area_range",
                       "eval_crop_fraction")
 _SECTION = {"image_size": "data", "batch_size": "data", "crop_area_range": "data", "eval_crop_fraction": "data",
@@ -156,6 +160,9 @@ def derive(cfg: RunConfig, f: DataFacts) -> tuple[dict, list[str]]:
                "through the images with flips and random crops")
         why.append(f"phase 2   {choice['fine_tune_epochs'] * spe} fine-tune steps from {cut} ({ft_epochs:.1f} "
                    f"epochs' worth: 3 x sqrt({LARGE:,} / N), 3-30) {how}")
+        choice["patience"] = PATIENCE
+        why.append(f"keep      the best validated weights; fine-tuning starts from the head's best and stops after "
+                   f"{PATIENCE} validations without a better accuracy")
         choice["learning_rate"] = 1e-3
         choice["fine_tune_learning_rate"] = 1e-4 if head_steps else 3e-4
         why.append(f"rates     Adam {choice['learning_rate']:g} for the head, {choice['fine_tune_learning_rate']:g} "
@@ -247,13 +254,14 @@ HELD_OUT_EVERY = 5  # every 5th training example of each class is held out: 20%
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 HEADS = ((), (512,))
 CHECK_SAMPLE = 4_000  # training images whose features a plan without a head phase computes for the check
+SEARCH_STEPS = 300  # steps of each candidate head: a short search, the ranking is what counts
 
 
 def check(job):
     """The plan's head checked on the data: a short search over the head's learning rate and hidden layer (the
     planned ones not given), each candidate trained on the frozen features of 80% of the training split for
-    the planned head steps and scored on the other 20%; the best (accuracy, then loss) replaces the plan's.
-    The training split's features come from the feature cache phase 1 trains on (built here, reused there),
+    SEARCH_STEPS steps (phase 1's steps when fewer) and scored on the other 20%; the best (accuracy, then
+    loss) replaces the plan's. The training split's features come from the feature cache phase 1 trains on (built here, reused there),
     or, without a head phase, from the first CHECK_SAMPLE images. Returns the job with the chosen values;
     a job with nothing to search (or resuming a checked plan) is returned as it is."""
     import tensorflow as tf
@@ -273,8 +281,7 @@ def check(job):
     train_rows, held_rows = _hold_out(labels)
     if len(held_rows) < job.cfg.train.num_classes or not len(train_rows):
         return job
-    steps = cfg.train.epochs * job.steps_per_epoch or min(
-        HEAD_MAX_STEPS, max(HEAD_MIN_STEPS, HEAD_EPOCHS * len(train_rows) // cfg.data.batch_size))
+    steps = min(SEARCH_STEPS, cfg.train.epochs * job.steps_per_epoch or SEARCH_STEPS)
     rates = LEARNING_RATES if "learning_rate" in searched else (cfg.train.learning_rate,)
     heads = HEADS if "head_units" in searched else (cfg.model.head_units,)
     results = []

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import augment, data, features, models, run_dir
+from tltrain import augment, data, features, keep, models, run_dir
 from tltrain import evaluate as evaluate_lib
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
@@ -170,14 +170,17 @@ def _cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def make_optimizer(name: str, schedule: keras.optimizers.schedules.LearningRateSchedule, precision: str):
-    """adam | sgd (momentum 0.9) | rmsprop; wrapped in a LossScaleOptimizer under float16."""
+def make_optimizer(name: str, schedule: keras.optimizers.schedules.LearningRateSchedule, precision: str,
+                   ema_decay: float = 0.0):
+    """adam | sgd (momentum 0.9) | rmsprop, keeping a moving average of the weights with ema_decay > 0; wrapped
+    in a LossScaleOptimizer under float16."""
+    ema = keep.optimizer_options(ema_decay)
     if name == "adam":
-        optimizer = keras.optimizers.Adam(schedule)
+        optimizer = keras.optimizers.Adam(schedule, **ema)
     elif name == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=0.9)
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, **ema)
     elif name == "rmsprop":
-        optimizer = keras.optimizers.RMSprop(schedule)
+        optimizer = keras.optimizers.RMSprop(schedule, **ema)
     else:
         raise ValueError(f"--optimizer={name}: unknown; choose adam, sgd or rmsprop")
     return keras.optimizers.LossScaleOptimizer(optimizer) if precision == "mixed_float16" else optimizer
@@ -330,12 +333,12 @@ class _Progress:
     """Where the run is (global step, phase, step within the phase, stopped early), with the model and every
     phase's optimizer in one checkpoint. Restored from model_dir when there is a checkpoint."""
 
-    def __init__(self, job: Job, model: keras.Model, optimizers: dict):
+    def __init__(self, job: Job, model: keras.Model, optimizers: dict, keeper: keep.Keeper):
         with job.strategy.scope():
             self.variables = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
                               for name in ("step", "phase", "phase_step", "stopped_early")}
         checkpoint = tf.train.Checkpoint(model=model, **{f"optimizer_{n}": o for n, o in optimizers.items()},
-                                         **self.variables)
+                                         **self.variables, **keeper.variables)
         self.directory = posixpath.join(job.cfg.train.model_dir, run_dir.CHECKPOINT_DIR)
         self.write_directory = strategy_lib.write_dir(self.directory)  # a temporary one on non-chief workers
         self.manager = tf.train.CheckpointManager(checkpoint, self.write_directory, max_to_keep=3)
@@ -376,7 +379,7 @@ def _build(job: Job) -> tuple[keras.Model, object, dict]:
         for phase in job.phases:
             schedule = PhaseSchedule(phase.learning_rate, phase.epochs * spe,
                                      round(cfg.train.warmup_epochs * spe), cfg.train.schedule)
-            optimizers[phase.name] = make_optimizer(cfg.train.optimizer, schedule, job.precision)
+            optimizers[phase.name] = make_optimizer(cfg.train.optimizer, schedule, job.precision, cfg.train.ema_decay)
             models.set_phase(model, phase.name, cfg.model, cfg.train.fine_tune_at, cfg.train.fine_tune_batchnorm)
             optimizers[phase.name].build(model.trainable_variables)
     return model, augmenter, optimizers
@@ -464,7 +467,8 @@ def train(job: Job) -> dict:
           f"({global_batch // replicas} per replica), {spe} steps per epoch, {job.validation_steps} validation steps",
           flush=True)
     model, augmenter, optimizers = _build(job)
-    progress = _Progress(job, model, optimizers)
+    keeper = keep.Keeper(job, model)
+    progress = _Progress(job, model, optimizers, keeper)
     history: list[dict] = []
     result = {"step": progress.step, "stopped_early": progress.stopped_early, "history": history}
     remaining = [i for i, p in enumerate(job.phases) if i > progress.phase or
@@ -473,6 +477,7 @@ def train(job: Job) -> dict:
         reason = "stopped early (--stop_at_accuracy)" if progress.stopped_early else "complete"
         print(f"run already {reason} at step {progress.step}", flush=True)
         progress.close()
+        keeper.close()
         return result
 
     summaries = _Summaries(job, fresh=progress.step == 0)
@@ -496,6 +501,8 @@ def train(job: Job) -> dict:
         print(f"[{phase.name}] {trainable} trainable backbone layers, {len(model.trainable_variables)} trainable "
               f"variables, learning rate {phase.learning_rate:g}, {phase.epochs} epochs of {spe} steps", flush=True)
         optimizer = optimizers[phase.name]
+        if progress.phase_step == 0:
+            keeper.start_phase()
         cached = features.cached_phase(job, model, phase.name) if features.applies(cfg, phase.name) else None
         if cached is None and iterator is None:
             iterator = iter(dataset)
@@ -503,7 +510,8 @@ def train(job: Job) -> dict:
         train_steps = make_train_function(job, cached.head if cached else model, optimizer,
                                           features.no_augmentation if cached else augmenter, class_weights)
         grid_pending = cached is None
-        while progress.phase_step < total and not progress.stopped_early and not out_of_time:
+        patience_ended = False
+        while progress.phase_step < total and not progress.stopped_early and not out_of_time and not patience_ended:
             epoch_end = (progress.phase_step // spe + 1) * spe
             epoch_meter, window_meter = _Meter(), _Meter()
             while progress.phase_step < epoch_end:
@@ -531,7 +539,10 @@ def train(job: Job) -> dict:
                     print(f"--max_seconds={cfg.train.max_seconds:g}: stopping at step {progress.step}", flush=True)
                     break
             summaries.training(window_meter.metrics(global_batch), _learning_rate(optimizer), progress.step)
-            validation = phase_evaluator() if phase_evaluator else None
+            with keep.averaged_weights(optimizer):  # what is validated is what is kept
+                validation = phase_evaluator() if phase_evaluator else None
+                patience_ended = keeper.after_validation(None if validation is None else validation.accuracy,
+                                                         progress.step, phase.name)
             if validation is not None:
                 summaries.evaluation(validation, job.class_names, progress.step)
             train_metrics = epoch_meter.metrics(global_batch)
@@ -547,12 +558,15 @@ def train(job: Job) -> dict:
                     print(f"validation accuracy {validation.accuracy:.4f} >= --stop_at_accuracy={target}: stopping",
                           flush=True)
             history.append(record)
+            if patience_ended:
+                progress.phase_step = total  # the phase is over: a resumed run goes on with the next one
             progress.save()
         if progress.stopped_early or out_of_time:
             break
     profiler.end()
     summaries.close()
     progress.close()
+    keeper.close()
     result.update(step=progress.step, stopped_early=progress.stopped_early)
     if strategy_lib.is_chief():
         print(f"done at step {progress.step}; TensorBoard: tensorboard --logdir {cfg.train.model_dir}", flush=True)
