@@ -18,16 +18,17 @@ import math
 import os
 import posixpath
 import re
+import typing
 from collections.abc import Mapping
 
 import tensorflow as tf
 
 from tltrain import records
-from tltrain.config import DataConfig
+from tltrain.config import DataConfig, DataServiceMode
 
 log = logging.getLogger(__name__)
 
-DATA_SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
+DATA_SERVICE_MODES = typing.get_args(DataServiceMode)
 _READ_BUFFER_BYTES = 8 << 20  # per open shard; large reads matter on gs://
 _MAX_CYCLE_LENGTH = 16  # shards read at once by one training pipeline
 
@@ -379,7 +380,7 @@ def make_train_dataset(cfg: DataConfig, image_size: int,
     batches = images.batch(batch, drop_remainder=True)
     if cfg.data_service:
         batches = batches.apply(tf.data.experimental.service.distribute(
-            processing_mode=_data_service_mode(cfg), service=_data_service_address(cfg)))
+            processing_mode=cfg.data_service_mode, service=_data_service_address(cfg)))
     return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(training=True))
 
 
@@ -471,9 +472,3 @@ def _data_service_address(cfg: DataConfig) -> str:
         raise ValueError(f"--data_service={cfg.data_service}: expected grpc://HOST:PORT of a dispatcher")
     return cfg.data_service
 
-
-def _data_service_mode(cfg: DataConfig) -> str:
-    if cfg.data_service_mode not in DATA_SERVICE_MODES:
-        raise ValueError(f"--data_service_mode={cfg.data_service_mode}: expected one of "
-                         f"{', '.join(DATA_SERVICE_MODES)}")
-    return cfg.data_service_mode

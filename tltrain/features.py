@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import math
 import posixpath
 import time
@@ -347,15 +348,15 @@ def build_entry(job, features: keras.Model, split: str, views: int, inputs: dict
                 step += 1
                 if time.perf_counter() - reported > _PROGRESS_SECONDS:
                     reported = time.perf_counter()
-                    print(f"feature cache: {split} {step}/{total_steps} batches, "
-                          f"{step * global_batch / (reported - started):.0f} img/s", flush=True)
+                    log.info(f"feature cache: {split} {step}/{total_steps} batches, "
+                             f"{step * global_batch / (reported - started):.0f} img/s")
         writer.finish({**inputs, "dim": dim, "seconds": round(time.perf_counter() - started, 3)})
     except BaseException:
         writer.abort()
         raise
     entry = read_entry(directory)
-    print(f"feature cache: built {directory} ({entry.count} vectors of {dim}, {split}, "
-          f"{time.perf_counter() - started:.1f}s)", flush=True)
+    log.info(f"feature cache: built {directory} ({entry.count} vectors of {dim}, {split}, "
+             f"{time.perf_counter() - started:.1f}s)")
     return entry
 
 
@@ -364,7 +365,7 @@ def ensure_entry(job, features: keras.Model, split: str, views: int, weights_dig
     inputs = key_inputs(job.cfg, weights_digest, job.precision, split, views, cut)
     entry = read_entry(entry_directory(job.cfg, inputs))
     if entry is not None:
-        print(f"feature cache: reusing {entry.directory} ({entry.count} vectors of {entry.dim}, {split})", flush=True)
+        log.info(f"feature cache: reusing {entry.directory} ({entry.count} vectors of {entry.dim}, {split})")
         return entry
     return build_entry(job, features, split, views, inputs)
 
@@ -420,10 +421,10 @@ def cached_phase(job, model: keras.Model, phase_name: str = "transfer") -> Cache
     views = 0 if fine_tune else cfg.train.cache_augmented_views
     resolved = augment.resolve(cfg.augment)
     if not views and any(getattr(resolved, name) for name in augment.PRESETS["none"]):
-        print(f"feature cache: {phase_name} trains on centre crops without --augment={cfg.augment.preset}"
-              + ("" if fine_tune else " (--cache_augmented_views=K stores K augmented views too)"), flush=True)
+        log.info(f"feature cache: {phase_name} trains on centre crops without --augment={cfg.augment.preset}"
+                 + ("" if fine_tune else " (--cache_augmented_views=K stores K augmented views too)"))
     elif views and (resolved.mixup_alpha or resolved.cutmix_alpha):
-        print("feature cache: the stored views are not mixed (mixup/cutmix apply to phase 2 only)", flush=True)
+        log.info("feature cache: the stored views are not mixed (mixup/cutmix apply to phase 2 only)")
     if fine_tune:
         features, head, cut = fine_tune_models(model, cfg)
     else:

@@ -13,16 +13,19 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import logging  # noqa: E402
 import posixpath  # noqa: E402
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tltrain import data, run_dir  # noqa: E402
+import tltrain  # noqa: E402
+from tltrain import data, logs, run_dir  # noqa: E402
 from tltrain import export as export_lib  # noqa: E402
-from tltrain.config import RunConfig  # noqa: E402
+from tltrain.config import PredictConfig, RunConfig  # noqa: E402
 
+log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
@@ -98,7 +101,7 @@ def print_predictions(model_dir: str, arguments: list[str], top_k: int) -> None:
     paths = image_paths(arguments)
     probabilities, class_names = predict(model_dir, paths)
     for path, row in zip(paths, probabilities):
-        print(format_top_k(path, row, class_names, top_k))
+        log.info(format_top_k(path, row, class_names, top_k))
 
 
 def run() -> None:
@@ -106,10 +109,13 @@ def run() -> None:
     from absl import app, flags
 
     flags.DEFINE_string("model_dir", "", "a trained model_dir, or an export directory")
-    flags.DEFINE_integer("top_k", 5, "classes printed per image")
+    top_k = PredictConfig.__dataclass_fields__["top_k"]
+    flags.DEFINE_integer("top_k", top_k.default, top_k.metadata["help"])
 
     def main(argv: list[str]) -> None:
+        logs.show_on_console()
         try:
+            PredictConfig(top_k=flags.FLAGS.top_k).validate()
             if not flags.FLAGS.model_dir:
                 raise ValueError("--model_dir: required")
             check_model_dir(flags.FLAGS.model_dir)
@@ -121,5 +127,9 @@ def run() -> None:
     app.run(main)
 
 
+sys.modules[__name__].__class__ = tltrain.ApiModule  # tltrain.predict(...) calls tltrain.api.predict(...)
+
+
 if __name__ == "__main__":
     run()
+
