@@ -105,13 +105,13 @@ def test_transfer_freezes_the_backbone_and_fine_tune_only_its_top_with_batchnorm
 
 
 @pytest.mark.slow
-def test_stop_at_accuracy_ends_the_run_and_a_rerun_does_nothing(tmp_path, color_records, capsys):
+def test_stop_at_accuracy_ends_the_run_and_a_rerun_does_nothing(tmp_path, color_records, tltrain_log):
     cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=3, stop_at_accuracy=0.01)
     first = train.train(train.prepare(cfg))
     assert first["stopped_early"] and first["step"] == 6 and len(first["history"]) == 1
     again = train.train(train.prepare(cfg))
     assert again["step"] == 6 and again["history"] == []
-    assert "run already stopped early" in capsys.readouterr().out
+    assert "run already stopped early" in tltrain_log.read()
 
 
 @pytest.mark.slow
