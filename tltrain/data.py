@@ -4,7 +4,7 @@ Host work is only what must happen on the host: read, decode, crop, resize. The 
 bytes than float32; float32 work on the host after decoding nearly halves throughput here); augmentation and
 scaling run on the accelerator (tltrain.augment, the model's preprocess_input).
 
-Training is one iterator over a dataset repeated forever: on the 2-core machine this was built on (DESIGN.md),
+Training is one iterator over a dataset repeated forever: on the 2-core machine this was built on,
 AUTOTUNE with a fresh iterator per epoch ran 30-60% of epochs capped at half speed, one iterator over .repeat()
 never did. Evaluation is re-iterated, so it uses explicit parallelism with autotuning off, stable there too.
 """

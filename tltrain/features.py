@@ -45,6 +45,7 @@ from tltrain import augment, data, models, records
 from tltrain import evaluate as evaluate_lib
 from tltrain.config import RunConfig
 
+log = logging.getLogger(__name__)
 CACHE_DIR = "feature_cache"
 MARKER_FILE = "cache.json"
 FORMAT_VERSION = 1
@@ -58,10 +59,6 @@ _SCHEMA = {"features": tf.io.FixedLenFeature([], tf.string), "label": tf.io.Fixe
 def validate(cfg: RunConfig) -> None:
     """One-line errors for cache flags that cannot work, before anything is built."""
     t = cfg.train
-    if t.cache_augmented_views < 0:
-        raise ValueError(f"--cache_augmented_views={t.cache_augmented_views}: must be >= 0")
-    if t.max_seconds < 0:
-        raise ValueError(f"--max_seconds={t.max_seconds}: must be >= 0 (0: no limit)")
     if not t.cache_features:
         for flag in ("cache_augmented_views", "cache_fine_tune"):
             if getattr(t, flag):

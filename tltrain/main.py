@@ -14,10 +14,8 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import dataclasses  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
-import typing  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 

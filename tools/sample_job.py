@@ -24,9 +24,9 @@ import time
 
 from absl import app, flags
 
+from shared import REPO_ROOT as ROOT
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tltrain, also when it is not installed
 
 flags.DEFINE_string("out", str(ROOT / "runs" / "sample"), "where the records, the run and the export go")
 flags.DEFINE_string("src", str(ROOT / "sample_data" / "fashion_mnist"), "image folder: <class>/<image>")
