@@ -16,6 +16,8 @@ import tltrain
 from tltrain import config
 from tltrain import main as main_lib
 
+from test_main import error_of as cli_error  # the one line `python -m tltrain.main` exits with, in this process
+
 FLAGS = main_lib.FLAGS
 
 
@@ -23,16 +25,6 @@ FLAGS = main_lib.FLAGS
 def reset_flags():
     yield
     FLAGS.unparse_flags()
-
-
-def cli_error(*args: str) -> str:
-    """The one line `python -m tltrain.main` exits with for these flags, from the same code in this process."""
-    FLAGS.unparse_flags()
-    with pytest.raises(SystemExit) as exit_info:
-        main_lib.main(main_lib._parse_flags(["tltrain", *args]))
-    message = str(exit_info.value.code)
-    assert message.startswith("tltrain: ") and "\n" not in message, message
-    return message
 
 
 def numeric_settings() -> dict[str, config.Setting]:

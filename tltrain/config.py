@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import math
+import operator
 import typing
 from typing import Literal
 
@@ -75,8 +76,7 @@ def show(value) -> str:
 
 
 _TYPE_TEXT = {float: "a finite number", int: "an integer", bool: "True or False", str: "a string"}
-_BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-_BOUND_TEST = {"ge": lambda v, b: v >= b, "gt": lambda v, b: v > b, "le": lambda v, b: v <= b, "lt": lambda v, b: v < b}
+_BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
 
 
 def _range_text(bounds: dict) -> str:
@@ -84,7 +84,7 @@ def _range_text(bounds: dict) -> str:
         (low_key, low), (high_key, high) = sorted(bounds.items(), key=lambda kv: kv[0][0] == "l")
         return f"in {'[' if low_key == 'ge' else '('}{low:g}, {high:g}{']' if high_key == 'le' else ')'}"
     (key, bound), = bounds.items()
-    return f"{_BOUND_TEXT[key]} {bound:g}"
+    return f"{_BOUNDS[key][1]} {bound:g}"
 
 
 def _problem(value, hint, metadata) -> str | None:
@@ -112,10 +112,10 @@ def _problem(value, hint, metadata) -> str | None:
         if not ok:
             return f"must be {_TYPE_TEXT[kind]}"
     bounds = metadata.get("bounds", {})
-    if any(not _BOUND_TEST[key](element, bound) for element in elements for key, bound in bounds.items()):
+    if any(not _BOUNDS[key][0](element, bound) for element in elements for key, bound in bounds.items()):
         return f"must be {_range_text(bounds)}" + (" (each value)" if args is not None else "")
     order = metadata.get("order")
-    if order and any(not _BOUND_TEST["lt" if order == "<" else "le"](a, b) for a, b in zip(value, value[1:])):
+    if order and any(not (operator.lt if order == "<" else operator.le)(a, b) for a, b in zip(value, value[1:])):
         return "must be increasing" if order == "<" else "must not decrease"
     return None
 
@@ -123,15 +123,17 @@ def _problem(value, hint, metadata) -> str | None:
 class Section:
     """A group of settings that can check itself against its fields' declarations."""
 
-    def validate(self) -> None:
-        """ValueError `--flag=value: must be ...` (one line) for the first field out of its declared type,
-        choices or range. The library's messages name the flag; tltrain.api rewrites them to argument names."""
+    def validate(self):
+        """Returns self, or raises ValueError `--flag=value: must be ...` (one line) for the first field out of
+        its declared type, choices or range. The library's messages name the flag; tltrain.api rewrites them
+        to argument names."""
         hints = typing.get_type_hints(type(self))
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             problem = _problem(value, hints[field.name], field.metadata)
             if problem:
                 raise ValueError(f"--{flag_name(field)}={show(value)}: {problem}")
+        return self
 
 
 @dataclasses.dataclass

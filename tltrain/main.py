@@ -22,7 +22,7 @@ from absl import app, flags  # noqa: E402
 from tltrain import config as config_lib  # noqa: E402
 from tltrain import logs  # noqa: E402
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tltrain.main")  # not __name__, which is __main__ under `python -m`
 MODES = ("train", "evaluate", "export", "predict")
 SETTINGS = config_lib.settings()
 

@@ -25,7 +25,7 @@ from tltrain import data, logs, run_dir  # noqa: E402
 from tltrain import export as export_lib  # noqa: E402
 from tltrain.config import PredictConfig, RunConfig  # noqa: E402
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tltrain.predict")  # not __name__, which is __main__ under `python -m`
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
