@@ -3,6 +3,7 @@ mixed precision works, and the schedule/weights/stop rules do what they say (dis
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tltrain import models, run_dir, train
+from tltrain import models, reporting, run_dir, train
 from tltrain.config import RunConfig
 
 
@@ -62,8 +63,11 @@ def test_balanced_class_weights_come_from_the_training_counts(tmp_path, color_re
 
 
 @pytest.mark.slow
-def test_loss_falls_and_accuracy_ends_well_above_chance(tmp_path, color_records):
-    cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=5, learning_rate=3e-3)
+def test_loss_falls_and_accuracy_ends_well_above_chance(tmp_path, color_records, capsys):
+    """Also what the run reports: metrics.jsonl holds every epoch and evaluation as the history does, and with
+    output that is not a terminal, progress lines inside every epoch and evaluation (--progress_seconds)."""
+    cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=5, learning_rate=3e-3,
+                       progress_seconds=1e-6)
     result = train.train(train.prepare(cfg))
     history = result["history"]
     assert result["step"] == 5 * 6 and len(history) == 5
@@ -72,6 +76,24 @@ def test_loss_falls_and_accuracy_ends_well_above_chance(tmp_path, color_records)
     assert 0.0 <= history[-1]["input_wait_share"] <= 1.0 and history[-1]["images_per_second"] > 0
     assert (tmp_path / "run" / "config.json").exists() and (tmp_path / "run" / "labels.txt").read_text() == \
         "red\ngreen\nblue\n"
+
+    records = reporting.read_metrics(str(tmp_path / "run"))
+    assert [(r["event"], r["epoch"], r["step"]) for r in records] == \
+        [(event, epoch, 6 * epoch) for epoch in range(1, 6) for event in ("epoch", "evaluation")]
+    logged_history = reporting.epoch_history(records)
+    for logged, returned in zip(logged_history, history):
+        assert logged == pytest.approx({**logged, **returned}) and logged["seconds"] > 0 and logged["epochs"] == 5
+    learning_rates = [epoch["learning_rate"] for epoch in logged_history]  # cosine decay to 0 over the phase
+    assert 0 < learning_rates[0] < 3e-3 and learning_rates == sorted(learning_rates, reverse=True)
+    assert learning_rates[-1] == 0
+    assert all(r["count"] == 36 and r["split"] == "validation" for r in records if r["event"] == "evaluation")
+
+    out = capsys.readouterr().out
+    for epoch in range(1, 6):  # 6 steps, 3 validation batches: a line after each but the last
+        for step in range(1, 6):
+            assert re.search(rf"^\[full\] step {step}/6 of epoch {epoch}/5 - loss \d+\.\d{{4}} - img/s [\d.]+ - "
+                             r"ETA \d+:\d\d$", out, re.MULTILINE), out
+    assert out.count("[full] validation step 2/3 - ETA ") == 5 and "step 6/6" not in out
 
 
 @pytest.mark.slow
@@ -167,6 +189,10 @@ def test_sigkill_during_fine_tuning_then_rerun_ends_at_the_same_step(tmp_path, c
     assert final.get_tensor("phase/.ATTRIBUTES/VARIABLE_VALUE") == 1
     assert final.get_tensor("optimizer_fine_tune/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 12
     assert final.get_tensor("optimizer_transfer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 4
+    # metrics.jsonl: the killed run's records up to its checkpoint, then the resumed run's, each epoch once
+    records = reporting.read_metrics(str(model_dir))
+    epochs = [(r["phase"], r["epoch"], r["step"]) for r in records if r["event"] == "epoch"]
+    assert epochs == [("transfer", 1, 4), ("fine_tune", 1, 8), ("fine_tune", 2, 12), ("fine_tune", 3, 16)]
 
 
 @pytest.mark.slow
