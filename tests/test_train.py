@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tltrain import models, reporting, run_dir, train
+from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 
 
@@ -38,7 +39,7 @@ def test_schedule_warms_up_then_decays_per_phase():
     assert float(train.PhaseSchedule(0.5, 100, 0, "constant")(99)) == 0.5
 
 
-def test_phases_and_precision_follow_the_flags():
+def test_phases_follow_the_flags():
     cfg = RunConfig()
     cfg.train = dataclasses.replace(cfg.train, epochs=2, fine_tune_epochs=3, learning_rate=0.01)
     assert train.plan_phases(cfg, replicas=1) == [train.Phase("transfer", 2, 0.01), train.Phase("fine_tune", 3, 0.001)]
@@ -46,13 +47,21 @@ def test_phases_and_precision_follow_the_flags():
     assert train.plan_phases(cfg, replicas=4) == [train.Phase("transfer", 2, 0.04), train.Phase("fine_tune", 3, 0.008)]
     cfg.train = dataclasses.replace(cfg.train, freeze="none", fine_tune_epochs=0, scale_learning_rate="none")
     assert train.plan_phases(cfg, replicas=1) == [train.Phase("full", 2, 0.01)]
+
+
+def test_precision_follows_the_flag_and_auto_picks_the_accelerators_fast_type():
     default = tf.distribute.get_strategy()
-    assert train.resolve_precision("bfloat16", default) == "mixed_bfloat16"
-    assert train.resolve_precision("float16", default) == "mixed_float16"
-    assert train.resolve_precision("none", default) == "float32"
+    assert strategy_lib.resolve_precision("bfloat16", default) == "mixed_bfloat16"  # on any device, when asked
+    assert strategy_lib.resolve_precision("float16", default) == "mixed_float16"
+    assert strategy_lib.resolve_precision("none", default) == "float32"
+    assert strategy_lib.auto_precision("TPU") == "mixed_bfloat16"
+    assert strategy_lib.auto_precision("GPU", (8, 0)) == strategy_lib.auto_precision("GPU", (7, 0)) == "mixed_float16"
+    assert strategy_lib.auto_precision("GPU", (6, 1)) == strategy_lib.auto_precision("GPU", None) == "float32"
+    assert strategy_lib.auto_precision("CPU") == "float32"  # whatever the CPU's bf16 instructions
     if not tf.config.list_physical_devices("GPU"):
-        native = train._cpu_has_native_bf16()
-        assert train.resolve_precision("auto", default) == ("mixed_bfloat16" if native else "float32")
+        assert strategy_lib.resolve_precision("auto", default) == "float32"
+    with pytest.raises(ValueError, match="--mixed_precision=fp8: expected auto, float16, bfloat16, none"):
+        strategy_lib.resolve_precision("fp8", default)
 
 
 def test_balanced_class_weights_come_from_the_training_counts(tmp_path, color_records):

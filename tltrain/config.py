@@ -79,7 +79,7 @@ class TrainConfig:
     steps_per_execution: int = 1  # train steps per tf.function call (>1 for TPUs)
     checkpoint_steps: int = 0  # 0: only at the end of each epoch
     stop_at_accuracy: float = 0.0  # 0: never stop early
-    mixed_precision: str = "auto"  # auto | float16 | bfloat16 | none
+    mixed_precision: str = "auto"  # auto (float16 on GPUs of capability 7.0+, bfloat16 on TPUs, else float32) | float16 | bfloat16 | none
     scale_learning_rate: str = "none"  # none | linear (with the number of replicas)
     profile_steps: tuple[int, int] | None = None
     seed: int = 0

@@ -23,9 +23,10 @@ import time
 
 from absl import app, flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tltrain, also when it is not installed
+
+from tltrain import console_tools  # noqa: E402  (importing tltrain sets up TensorFlow's start-up before it loads)
 
 flags.DEFINE_string("out", str(ROOT / "runs" / "sample"), "where the records, the run and the export go")
 flags.DEFINE_string("src", str(ROOT / "sample_data" / "fashion_mnist"), "image folder: <class>/<image>")
@@ -111,7 +112,7 @@ def main(argv: list[str]) -> None:
           f"top-5 {report['top5_accuracy']:.4f}; per-class report {model_dir / 'evaluation.json'}, "
           f"confusion matrix {model_dir / 'confusion_matrix.png'}")
     print(f"export: {model_dir / 'export'}")
-    print(f"TensorBoard: tensorboard --logdir {model_dir}")
+    print(f"TensorBoard: {console_tools.command('tensorboard')} --logdir {model_dir}")
 
 
 if __name__ == "__main__":
