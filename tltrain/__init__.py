@@ -6,8 +6,13 @@ processes import tltrain.convert) does not import TensorFlow. `evaluate`, `expor
 the modules of those modes; calling one calls its API function.
 """
 
-import importlib
-import types
+# First, before any module imports TensorFlow: its environment defaults and a start-up free of C++ log noise.
+from tltrain import tf_startup
+
+tf_startup.install()
+
+import importlib  # noqa: E402
+import types  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["fit", "evaluate", "export", "predict", "log_to_console"]

@@ -216,8 +216,8 @@ class TrainConfig(Section):
     steps_per_execution: int = setting(1, "train steps per tf.function call (>1 for TPUs)", ge=1)
     checkpoint_steps: int = setting(0, "0: only at the end of each epoch", ge=0)
     stop_at_accuracy: float = setting(0.0, "0: never stop early", ge=0, le=1)
-    mixed_precision: MixedPrecision = setting("auto", "auto: float16 on recent GPUs, bfloat16 on TPU and on CPUs "
-                                                      "with native bf16, float32 elsewhere")
+    mixed_precision: MixedPrecision = setting("auto", "auto: float16 on GPUs of capability 7.0+, bfloat16 on TPUs, "
+                                                      "else float32")
     scale_learning_rate: ScaleLearningRate = setting("none", "linear: multiply the learning rates by the replicas")
     profile_steps: tuple[int, int] | None = setting(None, "A,B: a profiler trace of global steps [A, B) in "
                                                           "model_dir/train", ge=0, order="<")
@@ -225,6 +225,8 @@ class TrainConfig(Section):
     num_classes: int = setting(0, "0: from the records; else it must match them (a check against the wrong "
                                   "records)", ge=0)
     log_steps: int = setting(0, "write training summaries every N steps; 0: once per epoch", ge=0)
+    progress_seconds: float = setting(30.0, "progress in an epoch: a bar on a terminal, else a line every N "
+                                            "seconds; 0: none", ge=0)
     cache_features: bool = setting(False, "phase 1: run the frozen backbone once per example, train the head on "
                                           "stored features")
     cache_augmented_views: int = setting(0, "--cache_features: also store K augmented views of each training "

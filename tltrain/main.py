@@ -7,20 +7,13 @@ AugmentConfig.preset and `--seed` seeds everything (train, data shuffling, augme
 
 from __future__ import annotations
 
-import os
+import logging
+import sys
 
-# Before TensorFlow is imported anywhere: oneDNN is off by default on some CPUs and was measured 10-48%
-# faster here; the C++ log noise helps nobody at the console.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags
 
-import logging  # noqa: E402
-import sys  # noqa: E402
-
-from absl import app, flags  # noqa: E402
-
-from tltrain import config as config_lib  # noqa: E402
-from tltrain import logs  # noqa: E402
+from tltrain import config as config_lib
+from tltrain import logs
 
 log = logging.getLogger("tltrain.main")  # not __name__, which is __main__ under `python -m`
 MODES = ("train", "evaluate", "export", "predict")

@@ -8,22 +8,17 @@ evaluation and the bytes serving signature give.
 
 from __future__ import annotations
 
-import os
+import logging
+import posixpath
+import sys
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
 
-import logging  # noqa: E402
-import posixpath  # noqa: E402
-import sys  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import tltrain  # noqa: E402
-from tltrain import data, logs, run_dir  # noqa: E402
-from tltrain import export as export_lib  # noqa: E402
-from tltrain.config import PredictConfig, RunConfig  # noqa: E402
+import tltrain
+from tltrain import data, logs, run_dir
+from tltrain import export as export_lib
+from tltrain.config import PredictConfig, RunConfig
 
 log = logging.getLogger("tltrain.predict")  # not __name__, which is __main__ under `python -m`
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")

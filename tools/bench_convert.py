@@ -24,12 +24,10 @@ import statistics
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-from shared import write_photo_folder  # noqa: E402
-
-from tltrain import convert  # noqa: E402
+from shared import write_photo_folder
+from tltrain import convert
 
 flags.DEFINE_string("src", None, "Folder to convert (src/<class>/...); default: generate photo-like JPEGs.")
 flags.DEFINE_integer("num_images", 2000, "Images to generate when --src is not given.")

@@ -37,11 +37,10 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tltrain  # noqa: F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from shared import REPO_ROOT, write_photo_folder  # noqa: E402
+from shared import REPO_ROOT, write_photo_folder
 
 flags.DEFINE_string("images_dir", None, "Image folder (D/<class>/...); default: generate photo-like JPEGs.")
 flags.DEFINE_string("work_dir", str(REPO_ROOT / ".cache" / "bench_input"),
