@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import tltrain
-from tltrain import config
+from tltrain import config, fields
 from tltrain import main as main_lib
 
 from test_main import error_of as cli_error  # the one line `python -m tltrain.main` exits with, in this process
@@ -28,19 +28,19 @@ def reset_flags():
 
 
 def numeric_settings() -> dict[str, config.Setting]:
-    return {name: s for name, s in config.settings().items() if config.scalar_type(s.hint) in (int, float)
-            and not config.choices(s.hint)}
+    return {name: s for name, s in config.settings().items() if fields.scalar_type(s.hint) in (int, float)
+            and not fields.choices(s.hint)}
 
 
 def out_of_range(setting: config.Setting) -> list:
     """A value just outside each bound of a setting (a tuple setting gets it in every position)."""
-    kind = config.scalar_type(setting.hint)
+    kind = fields.scalar_type(setting.hint)
     step = 1 if kind is int else 1e-3
     values = []
     for key, bound in setting.field.metadata["bounds"].items():
         values.append({"ge": bound - step, "gt": bound, "le": bound + step, "lt": bound}[key])
     values = [kind(v) for v in values]
-    args = config.tuple_args(setting.hint)
+    args = fields.tuple_args(setting.hint)
     if args is not None:
         values = [(v,) * (1 if Ellipsis in args else len(args)) for v in values]
     return values
@@ -56,7 +56,7 @@ def test_every_numeric_setting_declares_its_range_and_refuses_values_outside_it(
     for name, setting in numeric.items():
         assert setting.field.metadata["bounds"], f"{name}: no range declared"
         for bad in out_of_range(setting):
-            shown = config.show(bad)
+            shown = fields.show(bad)
             with pytest.raises(ValueError, match=rf"^--{name}={re.escape(shown)}: must be ") as error:
                 config.from_settings(**{name: bad})
             assert "\n" not in str(error.value)
@@ -87,7 +87,7 @@ def test_every_numeric_setting_declares_its_range_and_refuses_values_outside_it(
 ])
 def test_invalid_numbers_are_one_line_errors_naming_the_flag_or_the_argument(tmp_path, color_records, flag, value,
                                                                               expected):
-    shown = config.show(value)
+    shown = fields.show(value)
     cli = cli_error(f"--records_dir={color_records}", f"--model_dir={tmp_path / 'run'}", "--model=simple_cnn",
                     "--weights=none", "--fine_tune_epochs=1", f"--{flag}={shown}")
     assert cli == f"tltrain: --{flag}={shown}: {expected}"
@@ -113,10 +113,10 @@ def test_closed_sets_of_values_are_literal_types_checked_up_front():
     modules' lists of names are the Literal's."""
     from tltrain import augment, data, strategy
 
-    assert tuple(augment.PRESETS) == config.choices(config.Preset)
-    assert augment.FILL_MODES == config.choices(config.FillMode)
-    assert data.DATA_SERVICE_MODES == config.choices(config.DataServiceMode)
-    assert strategy.STRATEGIES == config.choices(config.Strategy)
+    assert tuple(augment.PRESETS) == fields.choices(config.Preset)
+    assert augment.FILL_MODES == fields.choices(config.FillMode)
+    assert data.DATA_SERVICE_MODES == fields.choices(config.DataServiceMode)
+    assert strategy.STRATEGIES == fields.choices(config.Strategy)
     for flag, value in (("fill_mode", "wrap"), ("data_service_mode", "epochs"), ("augment", "heavy")):
         with pytest.raises(ValueError, match=rf"^--{flag}={value}: must be one of "):
             config.from_settings(**{flag: value})

@@ -9,6 +9,7 @@ import pytest
 
 from tltrain import main as main_lib
 from tltrain import config as config_lib
+from tltrain import fields
 from tltrain.config import RunConfig
 
 FLAGS = main_lib.FLAGS
@@ -40,7 +41,7 @@ def test_every_config_field_has_a_flag_of_the_same_name():
     config = RunConfig()
     for section in dataclasses.fields(config):
         for field in dataclasses.fields(getattr(config, section.name)):
-            name = config_lib.flag_name(field)
+            name = fields.flag_name(field)
             assert name in FLAGS, f"{section.name}.{field.name} has no --{name}"
     assert "augment" in FLAGS and "preset" not in FLAGS
     for name, setting in config_lib.settings().items():  # help and choices come from the declaration

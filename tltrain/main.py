@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 
 from tltrain import config as config_lib
-from tltrain import logs
+from tltrain import fields, logs
 
 log = logging.getLogger("tltrain.main")  # not __name__, which is __main__ under `python -m`
 MODES = ("train", "evaluate", "export", "predict")
@@ -21,44 +21,15 @@ SETTINGS = config_lib.settings()
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "train", MODES, "train | evaluate | export | predict (files or folders as arguments)")
-
-
-def _define_flag(name: str, setting: config_lib.Setting) -> None:
-    """The flag of one config setting, typed and documented by the field's declaration."""
-    default, help_text, hint = setting.field.default, setting.field.metadata["help"], setting.hint
-    kind = config_lib.scalar_type(hint)
-    if config_lib.tuple_args(hint) is not None:
-        flags.DEFINE_list(name, None if default is None else [str(v) for v in default], help_text)
-    elif config_lib.choices(hint):
-        flags.DEFINE_enum(name, default, config_lib.choices(hint), help_text)
-    elif kind is bool:
-        flags.DEFINE_boolean(name, default, help_text)
-    elif kind is int:
-        flags.DEFINE_integer(name, default, help_text)
-    elif kind is float:
-        flags.DEFINE_float(name, default, help_text)
-    else:
-        flags.DEFINE_string(name, default, help_text)
-
-
 for _name, _setting in SETTINGS.items():
-    _define_flag(_name, _setting)
+    fields.define_flag(_name, _setting.field, _setting.hint)
 
 
 def config_from_flags() -> config_lib.RunConfig:
     """The RunConfig the parsed flags describe, validated: ValueError naming the flag for a malformed list
     or a value its field does not allow."""
-    values = {}
-    for name, setting in SETTINGS.items():
-        value = FLAGS[name].value
-        args = config_lib.tuple_args(setting.hint)
-        if args is not None and value is not None:
-            try:
-                value = tuple(args[0](v) for v in value)
-            except ValueError as e:
-                raise ValueError(f"--{name}={','.join(FLAGS[name].value)}: not a list of {args[0].__name__}") from e
-        values[name] = value
-    return config_lib.from_settings(**values)
+    return config_lib.from_settings(**{name: fields.from_flag(name, setting.hint, FLAGS[name].value)
+                                       for name, setting in SETTINGS.items()})
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
