@@ -172,7 +172,8 @@ def test_the_readme_python_api_section_runs_as_written(tmp_path, color_records, 
                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert process.returncode == 0, process.stderr[-3000:]
     lines = process.stdout.splitlines()
-    assert any(line.startswith("[transfer] epoch 2/2 (step 6)") and "val_accuracy" in line for line in lines), lines
+    assert [line for line in lines if line.startswith("[transfer] epoch 2/2 (step 6)") and "val_accuracy" in line]
+    assert "[transfer] epoch" not in process.stderr  # each line shown once, on stdout
     predicted = ast.literal_eval(lines[-1])  # the dict printed last
     assert list(predicted) == ["photo.jpg"] and len(predicted["photo.jpg"]) == 2
     assert predicted["photo.jpg"][0][0] in ("red", "green", "blue")
