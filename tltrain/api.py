@@ -43,7 +43,7 @@ def _errors_name_arguments() -> Iterator[None]:
     settings are arguments, so the message says `top_k=-1: ...`."""
     try:
         yield
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
         message = _FLAG.sub(lambda m: m[1] if m[1] in _ARGUMENTS else m[0], str(error))
         raise type(error)(message) from None
 
