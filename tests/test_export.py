@@ -18,16 +18,30 @@ from tltrain.config import RunConfig
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, color_records):
-    """A simple_cnn trained for 2 epochs on the colour records, exported with TFLite."""
-    model_dir = tmp_path_factory.mktemp("export") / "run"
-    cfg = RunConfig()
-    cfg.data = dataclasses.replace(cfg.data, records_dir=str(color_records), image_size=32, batch_size=16)
-    cfg.model = dataclasses.replace(cfg.model, model="simple_cnn", weights="none")
-    cfg.train = dataclasses.replace(cfg.train, model_dir=str(model_dir), freeze="none", epochs=2, learning_rate=3e-3)
-    train.train(train.prepare(cfg))
-    paths = export.export(str(model_dir), tflite=True)
-    return model_dir, paths
+def trained_in(tmp_path_factory, color_records):
+    """trained_in(precision): a simple_cnn trained for 2 epochs on the colour records under --mixed_precision,
+    exported (with TFLite in float32), made on first use: (model_dir, export paths)."""
+    runs = {}
+
+    def run(precision: str):
+        if precision not in runs:
+            model_dir = tmp_path_factory.mktemp(f"export_{precision}") / "run"
+            cfg = RunConfig()
+            cfg.data = dataclasses.replace(cfg.data, records_dir=str(color_records), image_size=32, batch_size=16)
+            cfg.model = dataclasses.replace(cfg.model, model="simple_cnn", weights="none")
+            cfg.train = dataclasses.replace(cfg.train, model_dir=str(model_dir), freeze="none", epochs=2,
+                                            learning_rate=3e-3, mixed_precision=precision)
+            train.train(train.prepare(cfg))
+            runs[precision] = model_dir, export.export(str(model_dir), tflite=precision == "none")
+        return runs[precision]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained(trained_in):
+    """The float32 run (the numbers the parity tests compare are float32's)."""
+    return trained_in("none")
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +68,9 @@ def in_process_probabilities(model_dir, paths):
     return model(pixels, training=False).numpy(), pixels
 
 
-def test_serving_signature_takes_image_bytes_and_returns_probabilities_and_names(trained, images):
-    model_dir, paths = trained
+@pytest.mark.parametrize("precision", ["none", "bfloat16"])  # trained in float32 / mixed_bfloat16
+def test_serving_signature_takes_image_bytes_and_returns_probabilities_and_names(trained_in, images, precision):
+    model_dir, paths = trained_in(precision)
     expected, _ = in_process_probabilities(model_dir, images[1])
     serve = tf.saved_model.load(paths["saved_model"]).signatures[export.SERVING_SIGNATURE]
     outputs = serve(image_bytes=tf.constant([open(p, "rb").read() for p in images[1]]))

@@ -3,6 +3,7 @@ mixed precision works, and the schedule/weights/stop rules do what they say (dis
 
 import dataclasses
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -23,7 +24,8 @@ def small_config(records, model_dir, **train_fields) -> RunConfig:
     cfg = RunConfig()
     cfg.data = dataclasses.replace(cfg.data, records_dir=str(records), image_size=32, batch_size=16)
     cfg.model = dataclasses.replace(cfg.model, model="simple_cnn", weights="none")
-    cfg.train = dataclasses.replace(cfg.train, model_dir=str(model_dir), **train_fields)
+    fields = dict(model_dir=str(model_dir), mixed_precision="none")  # float32 unless asked: numbers compare alike
+    cfg.train = dataclasses.replace(cfg.train, **{**fields, **train_fields})
     return cfg
 
 
@@ -70,17 +72,47 @@ def test_balanced_class_weights_come_from_the_training_counts(tmp_path, color_re
     assert train._class_weights(job).numpy() == pytest.approx([4 / 3, 4 / 9, 0.0])
 
 
+PRECISIONS = ("none", "bfloat16")  # float32 and mixed_bfloat16, asked for: both run on any CPU
+
+
+@pytest.fixture(scope="module")
+def runs_by_precision(tmp_path_factory, color_records):
+    """The same 5-epoch job trained in float32 and in mixed_bfloat16: {flag value: (config, job, result)}."""
+    runs = {}
+    for precision in PRECISIONS:
+        cfg = small_config(color_records, tmp_path_factory.mktemp(precision) / "run", freeze="none", epochs=5,
+                           learning_rate=3e-3, mixed_precision=precision)
+        job = train.prepare(cfg)
+        runs[precision] = cfg, job, train.train(job)
+    return runs
+
+
 @pytest.mark.slow
-def test_loss_falls_and_accuracy_ends_well_above_chance(tmp_path, color_records):
-    cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=5, learning_rate=3e-3)
-    result = train.train(train.prepare(cfg))
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_loss_falls_and_accuracy_ends_well_above_chance(runs_by_precision, precision):
+    cfg, job, result = runs_by_precision[precision]
     history = result["history"]
     assert result["step"] == 5 * 6 and len(history) == 5
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     assert history[-1]["val_accuracy"] >= 0.8  # chance is 1/3
     assert 0.0 <= history[-1]["input_wait_share"] <= 1.0 and history[-1]["images_per_second"] > 0
-    assert (tmp_path / "run" / "config.json").exists() and (tmp_path / "run" / "labels.txt").read_text() == \
-        "red\ngreen\nblue\n"
+    model_dir = pathlib.Path(cfg.train.model_dir)
+    assert (model_dir / "config.json").exists() and (model_dir / "labels.txt").read_text() == "red\ngreen\nblue\n"
+
+
+@pytest.mark.slow
+def test_bfloat16_computes_in_bfloat16_and_learns_as_well_as_float32(runs_by_precision):
+    """mixed_bfloat16: the layers compute in bfloat16 (the policy does not leak out of the build), the
+    probabilities come out in float32, and the colour classes are learned as in float32: validation accuracy
+    within 4 of the 36 validation images (loss and metrics are float32 in both)."""
+    _, job, bf16 = runs_by_precision["bfloat16"]
+    assert job.precision == "mixed_bfloat16" and runs_by_precision["none"][1].precision == "float32"
+    model = run_dir.build_model(job.cfg, 3, job.precision)
+    assert model.get_layer("backbone").compute_dtype == "bfloat16" and model.output.dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # not leaked
+    f32 = runs_by_precision["none"][2]
+    assert bf16["history"][-1]["val_accuracy"] >= f32["history"][-1]["val_accuracy"] - 4 / 36
+    assert bf16["history"][-1]["loss"] < 0.8 * bf16["history"][0]["loss"]
 
 
 @pytest.mark.slow
@@ -121,19 +153,6 @@ def test_stop_at_accuracy_ends_the_run_and_a_rerun_does_nothing(tmp_path, color_
     again = train.train(train.prepare(cfg))
     assert again["step"] == 6 and again["history"] == []
     assert "run already stopped early" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_bfloat16_mixed_precision_trains(tmp_path, color_records):
-    cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=1, steps_per_epoch=2,
-                       mixed_precision="bfloat16")
-    job = train.prepare(cfg)
-    assert job.precision == "mixed_bfloat16"
-    model = run_dir.build_model(job.cfg, 3, job.precision)
-    assert model.get_layer("backbone").compute_dtype == "bfloat16" and model.output.dtype == "float32"
-    assert keras.mixed_precision.global_policy().name == "float32"  # not leaked
-    history = train.train(job)["history"]
-    assert np.isfinite(history[0]["loss"]) and np.isfinite(history[0]["val_loss"])
 
 
 def _main(*args):
