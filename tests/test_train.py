@@ -3,7 +3,10 @@ mixed precision works, and the schedule/weights/stop rules do what they say (dis
 
 import dataclasses
 import os
+import contextlib
+import io
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tltrain import models, run_dir, train
+from tltrain import models, reporting, run_dir, train
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 
@@ -77,27 +80,49 @@ PRECISIONS = ("none", "bfloat16")  # float32 and mixed_bfloat16, asked for: both
 
 @pytest.fixture(scope="module")
 def runs_by_precision(tmp_path_factory, color_records):
-    """The same 5-epoch job trained in float32 and in mixed_bfloat16: {flag value: (config, job, result)}."""
+    """The same 5-epoch job trained in float32 and in mixed_bfloat16, with progress lines as often as possible:
+    {flag value: (config, job, result, what it printed)}."""
     runs = {}
     for precision in PRECISIONS:
         cfg = small_config(color_records, tmp_path_factory.mktemp(precision) / "run", freeze="none", epochs=5,
-                           learning_rate=3e-3, mixed_precision=precision)
+                           learning_rate=3e-3, mixed_precision=precision, progress_seconds=1e-6)
         job = train.prepare(cfg)
-        runs[precision] = cfg, job, train.train(job)
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            result = train.train(job)
+        runs[precision] = cfg, job, result, printed.getvalue()
     return runs
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_loss_falls_and_accuracy_ends_well_above_chance(runs_by_precision, precision):
-    cfg, job, result = runs_by_precision[precision]
+    """Also what the run reports: metrics.jsonl holds every epoch and evaluation as the history does, and with
+    output that is not a terminal, progress lines inside every epoch and evaluation (--progress_seconds)."""
+    cfg, _, result, out = runs_by_precision[precision]
+    model_dir = pathlib.Path(cfg.train.model_dir)
     history = result["history"]
     assert result["step"] == 5 * 6 and len(history) == 5
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     assert history[-1]["val_accuracy"] >= 0.8  # chance is 1/3
     assert 0.0 <= history[-1]["input_wait_share"] <= 1.0 and history[-1]["images_per_second"] > 0
-    model_dir = pathlib.Path(cfg.train.model_dir)
     assert (model_dir / "config.json").exists() and (model_dir / "labels.txt").read_text() == "red\ngreen\nblue\n"
+
+    records = reporting.read_metrics(str(model_dir))
+    assert [(r["event"], r["epoch"], r["step"]) for r in records] == \
+        [(event, epoch, 6 * epoch) for epoch in range(1, 6) for event in ("epoch", "evaluation")]
+    logged_history = reporting.epoch_history(records)
+    for logged, returned in zip(logged_history, history):
+        assert logged == pytest.approx({**logged, **returned}) and logged["seconds"] > 0 and logged["epochs"] == 5
+    learning_rates = [epoch["learning_rate"] for epoch in logged_history]  # cosine decay to 0 over the phase
+    assert 0 < learning_rates[0] < 3e-3 and learning_rates == sorted(learning_rates, reverse=True)
+    assert learning_rates[-1] == 0
+    assert all(r["count"] == 36 and r["split"] == "validation" for r in records if r["event"] == "evaluation")
+
+    for epoch in range(1, 6):  # 6 steps, 3 validation batches: a line after each but the last
+        for step in range(1, 6):
+            assert re.search(rf"^\[full\] step {step}/6 of epoch {epoch}/5 - loss \d+\.\d{{4}} - img/s [\d.]+ - "
+                             r"ETA \d+:\d\d$", out, re.MULTILINE), out
+    assert out.count("[full] validation step 2/3 - ETA ") == 5 and "step 6/6" not in out
 
 
 @pytest.mark.slow
@@ -105,7 +130,7 @@ def test_bfloat16_computes_in_bfloat16_and_learns_as_well_as_float32(runs_by_pre
     """mixed_bfloat16: the layers compute in bfloat16 (the policy does not leak out of the build), the
     probabilities come out in float32, and the colour classes are learned as in float32: validation accuracy
     within 4 of the 36 validation images (loss and metrics are float32 in both)."""
-    _, job, bf16 = runs_by_precision["bfloat16"]
+    _, job, bf16, _ = runs_by_precision["bfloat16"]
     assert job.precision == "mixed_bfloat16" and runs_by_precision["none"][1].precision == "float32"
     model = run_dir.build_model(job.cfg, 3, job.precision)
     assert model.get_layer("backbone").compute_dtype == "bfloat16" and model.output.dtype == "float32"
@@ -195,6 +220,10 @@ def test_sigkill_during_fine_tuning_then_rerun_ends_at_the_same_step(tmp_path, c
     assert final.get_tensor("phase/.ATTRIBUTES/VARIABLE_VALUE") == 1
     assert final.get_tensor("optimizer_fine_tune/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 12
     assert final.get_tensor("optimizer_transfer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 4
+    # metrics.jsonl: the killed run's records up to its checkpoint, then the resumed run's, each epoch once
+    records = reporting.read_metrics(str(model_dir))
+    epochs = [(r["phase"], r["epoch"], r["step"]) for r in records if r["event"] == "epoch"]
+    assert epochs == [("transfer", 1, 4), ("fine_tune", 1, 8), ("fine_tune", 2, 12), ("fine_tune", 3, 16)]
 
 
 @pytest.mark.slow

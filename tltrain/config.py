@@ -85,6 +85,7 @@ class TrainConfig:
     seed: int = 0
     num_classes: int = 0  # 0: from the records; else it must match them (a check against the wrong records)
     log_steps: int = 0  # write training summaries every N steps; 0: once per epoch
+    progress_seconds: float = 30.0  # progress in an epoch: a bar on a terminal, else a line every N seconds; 0: none
     eval_split: str = ""  # --mode=evaluate: this split; "" = test when the records have one, else validation
     export_dir: str = ""  # --mode=export: where to write; "" = model_dir/export
     export_tflite: bool = False  # --mode=export: also write model.tflite
