@@ -85,3 +85,19 @@ def tf_data_service():
     finally:
         worker.stop()
         dispatcher.stop()
+
+
+@pytest.fixture
+def tltrain_log(caplog):
+    """Reads what tltrain logged (INFO and up) since the last read: the lines its command line shows."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="tltrain")
+
+    class Log:
+        def read(self) -> str:
+            text = "".join(f"{record.getMessage()}\n" for record in caplog.records)
+            caplog.clear()
+            return text
+
+    return Log()

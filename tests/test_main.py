@@ -8,6 +8,8 @@ import sys
 import pytest
 
 from tltrain import main as main_lib
+from tltrain import config as config_lib
+from tltrain import fields
 from tltrain.config import RunConfig
 
 FLAGS = main_lib.FLAGS
@@ -37,11 +39,14 @@ def reset_flags():
 
 def test_every_config_field_has_a_flag_of_the_same_name():
     config = RunConfig()
-    for section in ("data", "augment", "model", "train", "strategy"):
-        for field in dataclasses.fields(getattr(config, section)):
-            name = main_lib.FLAG_NAME.get((section, field.name), field.name)
-            assert name in FLAGS, f"{section}.{field.name} has no --{name}"
-    assert main_lib.FLAG_NAME[("augment", "preset")] == "augment"
+    for section in dataclasses.fields(config):
+        for field in dataclasses.fields(getattr(config, section.name)):
+            name = fields.flag_name(field)
+            assert name in FLAGS, f"{section.name}.{field.name} has no --{name}"
+    assert "augment" in FLAGS and "preset" not in FLAGS
+    for name, setting in config_lib.settings().items():  # help and choices come from the declaration
+        assert FLAGS[name].help.endswith(setting.field.metadata["help"]), name
+    assert FLAGS["fill_mode"].parser.enum_values == ["nearest", "reflect"]
 
 
 def test_defaults_give_the_default_config():
@@ -58,7 +63,7 @@ def test_flags_and_flagfile_fill_the_config_and_it_round_trips_through_json(tmp_
     assert (cfg.model.model, cfg.model.head_units, cfg.data.crop_area_range) == ("simple_cnn", (64, 32), (0.5, 1.0))
     assert (cfg.augment.preset, cfg.data.batch_size, cfg.train.profile_steps) == ("seed_recipe", 8, (3, 5))
     assert cfg.train.seed == cfg.data.seed == cfg.augment.seed == 7
-    assert cfg.train.export_tflite is True
+    assert cfg.export.export_tflite is True
     assert RunConfig.from_json(cfg.to_json()) == cfg
 
 
@@ -73,7 +78,7 @@ def test_model_list_prints_the_registry(capsys):
 def test_malformed_flag_values_are_one_line_errors():
     assert "--optimizer=rmsprob" in error_of("--optimizer=rmsprob")
     assert "--head_units" in error_of("--head_units=64,lots")
-    assert "--crop_area_range: needs 2" in error_of("--crop_area_range=0.5")
+    assert "--crop_area_range=0.5: needs 2 comma-separated values" in error_of("--crop_area_range=0.5")
     assert "--batch_size" in error_of("--batch_size=big")
 
 

@@ -3,7 +3,7 @@ mixed precision works, and the schedule/weights/stop rules do what they say (dis
 
 import dataclasses
 import os
-import contextlib
+import logging
 import io
 import pathlib
 import re
@@ -87,8 +87,16 @@ def runs_by_precision(tmp_path_factory, color_records):
         cfg = small_config(color_records, tmp_path_factory.mktemp(precision) / "run", freeze="none", epochs=5,
                            learning_rate=3e-3, mixed_precision=precision, progress_seconds=1e-6)
         job = train.prepare(cfg)
-        with contextlib.redirect_stdout(io.StringIO()) as printed:
+        printed = io.StringIO()
+        handler = logging.StreamHandler(printed)
+        logger = logging.getLogger("tltrain")
+        level, logger.level = logger.level, logging.INFO
+        logger.addHandler(handler)
+        try:
             result = train.train(job)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
         runs[precision] = cfg, job, result, printed.getvalue()
     return runs
 
@@ -171,13 +179,13 @@ def test_transfer_freezes_the_backbone_and_fine_tune_only_its_top_with_batchnorm
 
 
 @pytest.mark.slow
-def test_stop_at_accuracy_ends_the_run_and_a_rerun_does_nothing(tmp_path, color_records, capsys):
+def test_stop_at_accuracy_ends_the_run_and_a_rerun_does_nothing(tmp_path, color_records, tltrain_log):
     cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=3, stop_at_accuracy=0.01)
     first = train.train(train.prepare(cfg))
     assert first["stopped_early"] and first["step"] == 6 and len(first["history"]) == 1
     again = train.train(train.prepare(cfg))
     assert again["step"] == 6 and again["history"] == []
-    assert "run already stopped early" in capsys.readouterr().out
+    assert "run already stopped early" in tltrain_log.read()
 
 
 def _main(*args):

@@ -4,7 +4,7 @@ Host work is only what must happen on the host: read, decode, crop, resize. The 
 bytes than float32; float32 work on the host after decoding nearly halves throughput here); augmentation and
 scaling run on the accelerator (tltrain.augment, the model's preprocess_input).
 
-Training is one iterator over a dataset repeated forever: on the 2-core machine this was built on (DESIGN.md),
+Training is one iterator over a dataset repeated forever: on the 2-core machine this was built on,
 AUTOTUNE with a fresh iterator per epoch ran 30-60% of epochs capped at half speed, one iterator over .repeat()
 never did. Evaluation is re-iterated, so it uses explicit parallelism with autotuning off, stable there too.
 """
@@ -18,16 +18,17 @@ import math
 import os
 import posixpath
 import re
+import typing
 from collections.abc import Mapping
 
 import tensorflow as tf
 
 from tltrain import records
-from tltrain.config import DataConfig
+from tltrain.config import DataConfig, DataServiceMode
 
 log = logging.getLogger(__name__)
 
-DATA_SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
+DATA_SERVICE_MODES = typing.get_args(DataServiceMode)
 PADDING_LABEL = -1  # the label of the examples that pad evaluation batches to equal counts per pipeline
 _READ_BUFFER_BYTES = 8 << 20  # per open shard; large reads matter on gs://
 _MAX_CYCLE_LENGTH = 16  # shards read at once by one training pipeline
@@ -380,7 +381,7 @@ def make_train_dataset(cfg: DataConfig, image_size: int,
     batches = images.batch(batch, drop_remainder=True)
     if cfg.data_service:
         batches = batches.apply(tf.data.experimental.service.distribute(
-            processing_mode=_data_service_mode(cfg), service=_data_service_address(cfg)))
+            processing_mode=cfg.data_service_mode, service=_data_service_address(cfg)))
     return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(training=True))
 
 
@@ -480,9 +481,3 @@ def _data_service_address(cfg: DataConfig) -> str:
         raise ValueError(f"--data_service={cfg.data_service}: expected grpc://HOST:PORT of a dispatcher")
     return cfg.data_service
 
-
-def _data_service_mode(cfg: DataConfig) -> str:
-    if cfg.data_service_mode not in DATA_SERVICE_MODES:
-        raise ValueError(f"--data_service_mode={cfg.data_service_mode}: expected one of "
-                         f"{', '.join(DATA_SERVICE_MODES)}")
-    return cfg.data_service_mode

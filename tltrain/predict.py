@@ -8,16 +8,19 @@ evaluation and the bytes serving signature give.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import sys
 
 import numpy as np
 import tensorflow as tf
 
-from tltrain import data, run_dir
+import tltrain
+from tltrain import data, logs, run_dir
 from tltrain import export as export_lib
-from tltrain.config import RunConfig
+from tltrain.config import PredictConfig, RunConfig
 
+log = logging.getLogger("tltrain.predict")  # not __name__, which is __main__ under `python -m`
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
@@ -93,7 +96,7 @@ def print_predictions(model_dir: str, arguments: list[str], top_k: int) -> None:
     paths = image_paths(arguments)
     probabilities, class_names = predict(model_dir, paths)
     for path, row in zip(paths, probabilities):
-        print(format_top_k(path, row, class_names, top_k))
+        log.info(format_top_k(path, row, class_names, top_k))
 
 
 def run() -> None:
@@ -101,10 +104,13 @@ def run() -> None:
     from absl import app, flags
 
     flags.DEFINE_string("model_dir", "", "a trained model_dir, or an export directory")
-    flags.DEFINE_integer("top_k", 5, "classes printed per image")
+    top_k = PredictConfig.__dataclass_fields__["top_k"]
+    flags.DEFINE_integer("top_k", top_k.default, top_k.metadata["help"])
 
     def main(argv: list[str]) -> None:
+        logs.show_on_console()
         try:
+            PredictConfig(top_k=flags.FLAGS.top_k).validate()
             if not flags.FLAGS.model_dir:
                 raise ValueError("--model_dir: required")
             check_model_dir(flags.FLAGS.model_dir)
@@ -116,5 +122,9 @@ def run() -> None:
     app.run(main)
 
 
+sys.modules[__name__].__class__ = tltrain.ApiModule  # tltrain.predict(...) calls tltrain.api.predict(...)
+
+
 if __name__ == "__main__":
     run()
+

@@ -12,12 +12,13 @@ import os
 import posixpath
 import shutil
 import tempfile
+import typing
 
 import tensorflow as tf
 
-from tltrain.config import StrategyConfig
+from tltrain.config import Strategy, StrategyConfig
 
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+STRATEGIES = typing.get_args(Strategy)
 # --mixed_precision values that name a Keras dtype policy outright.
 PRECISION_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16", "none": "float32"}
 
@@ -44,8 +45,7 @@ def _replica_devices() -> list[str]:
 
 def make_strategy(cfg: StrategyConfig) -> tf.distribute.Strategy:
     """The strategy named by --strategy; a ValueError with one line when it cannot be had."""
-    if cfg.strategy not in STRATEGIES:
-        raise ValueError(f"--strategy={cfg.strategy}: unknown; choose one of {', '.join(STRATEGIES)}")
+    cfg.validate()
     if cfg.strategy == "default":
         return tf.distribute.get_strategy()
     if cfg.strategy == "one_device":

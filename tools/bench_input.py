@@ -8,7 +8,7 @@
     python tools/bench_input.py --profile       # where the time goes: CPU ms per image of every stage
 
 Every method delivers image_size x image_size batches of batch_size and is measured the same way: one
-iterator over `.repeat()` kept for the whole run (DESIGN.md: on this 2-core machine AUTOTUNE with a fresh
+iterator over `.repeat()` kept for the whole run (measured on a 2-core machine: AUTOTUNE with a fresh
 iterator per epoch ran 30-60% of epochs at half speed, one long-lived iterator never did; the trainer keeps one),
 a warm-up, then `--passes` timed passes taken round-robin over the methods, so a burst of load from other
 processes hits every method rather than one; the figure is the median pass. tf.data methods drain their
@@ -37,15 +37,13 @@ import statistics
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import tltrain  # noqa: E402,F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
+import tltrain  # noqa: F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from shared import REPO_ROOT, write_photo_folder
 
 flags.DEFINE_string("images_dir", None, "Image folder (D/<class>/...); default: generate photo-like JPEGs.")
-flags.DEFINE_string("work_dir", os.path.join(REPO, ".cache", "bench_input"),
+flags.DEFINE_string("work_dir", str(REPO_ROOT / ".cache" / "bench_input"),
                     "Generated images and records are kept here and reused by the next run.")
 flags.DEFINE_integer("num_images", 3000, "Images to generate when --images_dir is not given.")
 flags.DEFINE_integer("num_classes", 10, "Classes to generate when --images_dir is not given.")
@@ -67,7 +65,7 @@ SEED_RECIPE = dict(rotation_range=40, width_shift_range=0.2, height_shift_range=
                    zoom_range=0.2, horizontal_flip=True, fill_mode="nearest")
 METHODS = ("decode_limit", "tltrain", "tltrain_augmented", "image_dataset_from_directory",
            "image_dataset_from_directory_augmented", "image_data_generator", "image_data_generator_seed_recipe")
-TARGETS = (  # (method, baseline, minimum ratio) from the issue that asked for this bench
+TARGETS = (  # (method, baseline, minimum ratio): what this pipeline is built to reach
     ("tltrain", "decode_limit", 0.9),
     ("tltrain_augmented", "image_data_generator_seed_recipe", 10.0),
     ("tltrain_augmented", "image_dataset_from_directory_augmented", 1.5),
@@ -84,52 +82,14 @@ def log(message: str) -> None:
 # -------------------------------------------------------------------------------------------- the data
 
 
-def photo_like(index: int, width: int = 500, height: int = 375) -> bytes:
-    """A JPEG that costs what a photo costs to decode: smooth colour fields, a few hard-edged shapes,
-    mid-frequency texture and sensor-like noise (about 55 KB at quality 90)."""
-    import io
-
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(index)
-    base = Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
-    texture = Image.fromarray(rng.integers(0, 256, (height // 12, width // 12, 3), dtype=np.uint8))
-    picture = Image.blend(base, texture.resize((width, height), Image.BILINEAR), 0.35)
-    draw = ImageDraw.Draw(picture)
-    for _ in range(6):
-        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-        box = [x, y, x + int(rng.integers(20, 200)), y + int(rng.integers(20, 200))]
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    noisy = np.asarray(picture, np.int16) + rng.normal(0, 7, (height, width, 3)).astype(np.int16)
-    out = io.BytesIO()
-    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
-def _write_photo(job: tuple[int, str]) -> None:
-    index, path = job
-    with open(path, "wb") as f:
-        f.write(photo_like(index))
-
-
 def prepare_images() -> str:
     if FLAGS.images_dir:
         return FLAGS.images_dir
-    import multiprocessing
-
     images_dir = os.path.join(FLAGS.work_dir, f"images_{FLAGS.num_images}_{FLAGS.num_classes}")
     done = os.path.join(images_dir, ".complete")
     if not os.path.exists(done):
         log(f"generating {FLAGS.num_images} photo-like 500x375 JPEGs in {images_dir} ...")
-        jobs = []
-        for index in range(FLAGS.num_images):
-            folder = os.path.join(images_dir, f"class_{index % FLAGS.num_classes:02d}")
-            os.makedirs(folder, exist_ok=True)
-            jobs.append((index, os.path.join(folder, f"{index:06d}.jpg")))
-        with multiprocessing.get_context("spawn").Pool() as pool:
-            pool.map(_write_photo, jobs, chunksize=32)
+        write_photo_folder(images_dir, FLAGS.num_images, FLAGS.num_classes)
         open(done, "w").close()
     return images_dir
 
