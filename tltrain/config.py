@@ -23,7 +23,8 @@ class DataConfig:
     cache: bool = False  # cache decoded, resized images in memory (small data sets)
     num_parallel_calls: int = -1  # -1: tf.data.AUTOTUNE
     data_service: str = ""  # grpc://host:port of a tf.data service dispatcher
-    data_service_mode: str = "distributed_epoch"  # or parallel_epochs; see tltrain.data
+    data_service_mode: str = "distributed_epoch"  # or parallel_epochs; see tltrain.data_service
+    data_service_timeout: float = 60.0  # seconds a tf.data service call may wait before the run stops with an error
     seed: int | None = None
 
 

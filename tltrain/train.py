@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import augment, data, features, models, run_dir
+from tltrain import augment, checkpoints, data, data_service, features, models, run_dir
 from tltrain import evaluate as evaluate_lib
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
@@ -57,6 +57,7 @@ def prepare(cfg: RunConfig) -> Job:
     cluster). Raises ValueError/FileNotFoundError with a one-line message."""
     strategy_lib.configure_cpu_devices(cfg.strategy.num_cpu_devices)
     t = cfg.train
+    run_dir.check_directory("model_dir", t.model_dir)
     image_size = models.validate(cfg.model, cfg.data.image_size)
     info = data.dataset_info(cfg.data)  # a missing dataset.json is a FileNotFoundError naming it
     train_count = info.split_counts.get(cfg.data.train_split, 0)
@@ -88,6 +89,7 @@ def prepare(cfg: RunConfig) -> Job:
     )
     run_dir.check_resume_compatible(cfg, list(info.class_names))
     features.validate(cfg)
+    data_service.probe(cfg.data)
     _check_resumable_with(t.steps_per_execution, t.model_dir)
     if t.fine_tune_at and t.fine_tune_epochs and t.freeze == "backbone":
         _check_fine_tune_at(cfg)
@@ -115,10 +117,14 @@ def prepare(cfg: RunConfig) -> Job:
 
 def _check_resumable_with(steps_per_execution: int, model_dir: str) -> None:
     """An execution stacks steps_per_execution batches, so a resumed phase must be at a multiple of it."""
-    latest = tf.train.latest_checkpoint(posixpath.join(model_dir, run_dir.CHECKPOINT_DIR))
-    if not latest:
+    for latest in checkpoints.newest_first(posixpath.join(model_dir, run_dir.CHECKPOINT_DIR)):
+        try:  # the one a resume restores: the newest that reads
+            phase_step = int(tf.train.load_checkpoint(latest).get_tensor("phase_step/.ATTRIBUTES/VARIABLE_VALUE"))
+            break
+        except (tf.errors.OpError, IndexError):
+            continue
+    else:
         return
-    phase_step = int(tf.train.load_checkpoint(latest).get_tensor("phase_step/.ATTRIBUTES/VARIABLE_VALUE"))
     if phase_step % steps_per_execution:
         raise ValueError(f"--steps_per_execution={steps_per_execution}: {latest} is at step {phase_step} of its "
                          "phase, not a multiple of it; resume with the --steps_per_execution it was written with")
@@ -339,9 +345,8 @@ class _Progress:
         self.directory = posixpath.join(job.cfg.train.model_dir, run_dir.CHECKPOINT_DIR)
         self.write_directory = strategy_lib.write_dir(self.directory)  # a temporary one on non-chief workers
         self.manager = tf.train.CheckpointManager(checkpoint, self.write_directory, max_to_keep=3)
-        latest = tf.train.latest_checkpoint(self.directory)
+        latest = checkpoints.restore_newest(checkpoint, self.directory)
         if latest:
-            checkpoint.restore(latest).assert_nontrivial_match()
             print(f"resumed from {latest}", flush=True)
         self.step, self.phase, self.phase_step, stopped = (int(v.numpy()) for v in self.variables.values())
         self.stopped_early = bool(stopped)
@@ -358,7 +363,7 @@ class _Progress:
         for name, value in (("step", self.step), ("phase", self.phase), ("phase_step", self.phase_step),
                             ("stopped_early", int(self.stopped_early))):
             self.variables[name].assign(value)
-        self.manager.save(checkpoint_number=self.step)
+        checkpoints.save(self.manager, self.step)
 
     def close(self) -> None:
         strategy_lib.cleanup_write_dir(self.directory, self.write_directory)
@@ -453,7 +458,15 @@ def _crossed(step: int, steps: int, every: int) -> bool:
 
 
 def train(job: Job) -> dict:
-    """Runs (or resumes) both phases. Returns {"step", "stopped_early", "history": [one dict per epoch]}."""
+    """Runs (or resumes) both phases. Returns {"step", "stopped_early", "history": [one dict per epoch]}.
+    The chief holds model_dir's lock meanwhile: a second run on it is a one-line checkpoints.ModelDirInUse."""
+    if not strategy_lib.is_chief():
+        return _train(job)
+    with checkpoints.exclusive(job.cfg.train.model_dir):
+        return _train(job)
+
+
+def _train(job: Job) -> dict:
     started_at, out_of_time = time.perf_counter(), False  # --max_seconds
     cfg, strategy = job.cfg, job.strategy
     k, spe, global_batch = cfg.train.steps_per_execution, job.steps_per_epoch, cfg.data.batch_size
@@ -498,7 +511,7 @@ def train(job: Job) -> dict:
         optimizer = optimizers[phase.name]
         cached = features.cached_phase(job, model, phase.name) if features.applies(cfg, phase.name) else None
         if cached is None and iterator is None:
-            iterator = iter(dataset)
+            iterator = data_service.watched(dataset, cfg.data)
         phase_iterator, phase_evaluator = (cached.iterator, cached.evaluator) if cached else (iterator, evaluator)
         train_steps = make_train_function(job, cached.head if cached else model, optimizer,
                                           features.no_augmentation if cached else augmenter, class_weights)
