@@ -153,7 +153,8 @@ def main(argv: list[str]) -> None:
 
         print(models.describe_models())
         return
-    from tltrain import checkpoints, evaluate, export, predict, run_dir, train
+    from tltrain import evaluate, export, predict, run_dir, train
+    from tltrain.errors import RunError
     from tltrain import strategy as strategy_lib
 
     mode, files = FLAGS.mode, argv[1:]
@@ -190,7 +191,7 @@ def main(argv: list[str]) -> None:
                 print(f"{what}: {path}")
         elif predict.print_predictions(model_dir, files, cfg.train.top_k):
             sys.exit(1)  # some files could not be predicted; each has its line
-    except checkpoints.RunError as e:
+    except RunError as e:
         sys.exit(f"tltrain: {e}")
 
 

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import augment, checkpoints, data, data_service, features, models, run_dir
+from tltrain import augment, checkpoints, data, data_service, features, model_dir_lock, models, run_dir
 from tltrain import evaluate as evaluate_lib
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
@@ -459,10 +459,10 @@ def _crossed(step: int, steps: int, every: int) -> bool:
 
 def train(job: Job) -> dict:
     """Runs (or resumes) both phases. Returns {"step", "stopped_early", "history": [one dict per epoch]}.
-    The chief holds model_dir's lock meanwhile: a second run on it is a one-line checkpoints.ModelDirInUse."""
+    The chief holds model_dir's lock meanwhile: a second run on it is a one-line model_dir_lock.ModelDirInUse."""
     if not strategy_lib.is_chief():
         return _train(job)
-    with checkpoints.exclusive(job.cfg.train.model_dir):
+    with model_dir_lock.exclusive(job.cfg.train.model_dir):
         return _train(job)
 
 
