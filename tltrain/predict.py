@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tltrain import data, run_dir
 from tltrain import export as export_lib
+from tltrain.errors import RunError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
@@ -123,9 +124,10 @@ def run() -> None:
                 raise ValueError("--model_dir: required")
             check_model_dir(flags.FLAGS.model_dir)
             image_paths(argv[1:])
-        except (ValueError, FileNotFoundError) as e:
+            failed = print_predictions(flags.FLAGS.model_dir, argv[1:], flags.FLAGS.top_k)
+        except (ValueError, FileNotFoundError, RunError) as e:
             sys.exit(f"tltrain.predict: {e}")
-        if print_predictions(flags.FLAGS.model_dir, argv[1:], flags.FLAGS.top_k):
+        if failed:
             sys.exit(1)
 
     app.run(main)
