@@ -82,6 +82,7 @@ class _Watchdog:
             time.sleep(0.25)
             armed = self._deadline
             if armed is not None and time.monotonic() > armed[0]:
+                sys.stdout.flush()
                 print(armed[1], file=sys.stderr, flush=True)
                 os._exit(EXIT_STATUS)
 
