@@ -184,9 +184,27 @@ def validate(model_cfg: ModelConfig, image_size: int) -> int:
         if spec.imagenet_alphas and model_cfg.alpha not in spec.imagenet_alphas:
             raise ValueError(f"--alpha={model_cfg.alpha}: {model_cfg.model} has ImageNet weights only for alpha in "
                              f"{', '.join(map(str, spec.imagenet_alphas))} (or use --weights=none)")
-    elif weights != "none" and not tf.io.gfile.exists(weights):
-        raise ValueError(f"--weights={weights}: no such file (expected imagenet, none, or a .weights.h5/.keras/.h5)")
+    elif weights != "none":
+        _check_weights_file(weights)
     return size
+
+
+_WEIGHTS_SIGNATURES = (b"\x89HDF\r\n\x1a\n", b"PK\x03\x04")  # .h5 / .weights.h5 (HDF5), .keras (zip)
+
+
+def _check_weights_file(weights: str) -> None:
+    """--weights=PATH is a file that starts like HDF5 or a .keras zip: read 8 bytes now, not the file once
+    the model is built."""
+    expected = "expected imagenet, none, or a .weights.h5/.keras/.h5 file"
+    if not tf.io.gfile.exists(weights):
+        raise ValueError(f"--weights={weights}: no such file ({expected})")
+    try:
+        with tf.io.gfile.GFile(weights, "rb") as f:
+            head = f.read(8)
+    except (OSError, tf.errors.OpError) as error:
+        raise ValueError(f"--weights={weights}: cannot be read ({' '.join(str(error).split())[:120]}; {expected})") from None
+    if not head.startswith(_WEIGHTS_SIGNATURES):
+        raise ValueError(f"--weights={weights}: neither an HDF5 file nor a .keras archive ({expected})")
 
 
 @keras.saving.register_keras_serializable(package="tltrain")
