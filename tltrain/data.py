@@ -415,6 +415,13 @@ def make_train_dataset(cfg: DataConfig, image_size: int,
     return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(training=True))
 
 
+def train_record_decoder(cfg: DataConfig, image_size: int):
+    """serialized record of cfg.records_dir -> (uint8 image, label), the very function make_train_dataset maps
+    over the records without --cache (benchmarks run it outside tf.data to see what tf.data costs)."""
+    source = _RecordsSource(cfg.records_dir)
+    return lambda serialized: _train_pair(source.to_pair(serialized), image_size, cfg)
+
+
 def _train_pair(pair, image_size: int, cfg: DataConfig):
     (encoded, raw_shape), label = pair
     return decode_for_train(encoded, image_size, cfg, raw_shape), label
