@@ -188,6 +188,31 @@ def _decode_for_cache(encoded: tf.Tensor, raw_shape: tf.Tensor, image_size: int)
     return _resize_uint8(image, tf.cast(tf.math.ceil(shape * scale), tf.int32))
 
 
+def warn_if_records_oversized(cfg: DataConfig, image_size: int, sample: int = 64) -> str | None:
+    """Logs one warning line, and returns it, when the training images of cfg.records_dir are far larger (a
+    median shorter side over twice records.short_side_for) than training at image_size needs: decoding the
+    surplus pixels slows the input pipeline for nothing. Looks at the first `sample` records only."""
+    if not cfg.records_dir:
+        return None
+    source = _RecordsSource(cfg.records_dir)
+    if source.metadata.get("resize_for", 0) >= image_size:
+        return None
+    needed = records.short_side_for(image_size, tuple(cfg.crop_area_range), cfg.eval_crop_fraction)
+    first_shard = source.shards(cfg.train_split)[0][0]
+    shapes = source._read([first_shard]).take(sample).map(lambda serialized: tf.minimum(
+        *[records.parse_example(serialized)[f"image/{side}"] for side in ("height", "width")]))
+    short_sides = sorted(int(side) for side in shapes.as_numpy_iterator())
+    median = short_sides[len(short_sides) // 2] if short_sides else 0
+    if median <= 2 * needed:
+        return None
+    message = (f"{cfg.records_dir}: the training images' shorter side is {median} px (median of the first "
+               f"{len(short_sides)}), {median / needed:.1f}x the {needed} px that --image_size={image_size} needs; "
+               f"decoding the surplus slows the input: rewrite them with tools/make_tfrecords.py "
+               f"--resize_for={image_size}")
+    log.warning("%s", message)
+    return message
+
+
 # ----------------------------------------------------------------------------------------------- sources
 
 

@@ -65,6 +65,7 @@ def prepare(cfg: RunConfig) -> Job:
         train=dataclasses.replace(t, num_classes=info.num_classes),
     )
     run_dir.check_resume_compatible(cfg, list(info.class_names))
+    data.warn_if_records_oversized(cfg.data, image_size)
     features.validate(cfg)
     _check_resumable_with(t.steps_per_execution, t.model_dir)
     if t.fine_tune_at and t.fine_tune_epochs and t.freeze == "backbone":

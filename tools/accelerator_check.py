@@ -118,7 +118,7 @@ class Check:
     def __init__(self, settings: Settings, model: str, records_dir: str, strategy, model_dir: str):
         import tensorflow as tf
 
-        from tltrain import augment, models, run_dir, train
+        from tltrain import augment, models, run_dir, steps, train
         from tltrain.config import (AugmentConfig, DataConfig, ModelConfig, RunConfig, StrategyConfig,
                                     TrainConfig)
 
@@ -140,7 +140,7 @@ class Check:
             models.set_phase(self.model, FLAGS.phase, self.cfg.model, "", False)
             augmenter = augment.Augmenter(self.cfg.augment, num_classes)
             optimizer = train.make_optimizer("sgd", 0.01, self.job.precision)
-        self.step = train.make_train_function(self.job, self.model, optimizer, augmenter, None)
+        self.step = steps.make_train_function(self.job, self.model, optimizer, augmenter, None)
         size, per_replica = settings.image_size, settings.batch_size
 
         def synthetic(context):  # one replica's stack of one batch, made on its device
@@ -227,7 +227,7 @@ def print_table(report: dict) -> None:
 
 def main(argv):
     del argv
-    from tltrain import train
+    from tltrain import strategy as strategy_lib
 
     kind, description, checked = strategies()
     settings = settings_for(kind != "cpu")
@@ -237,7 +237,7 @@ def main(argv):
     resized_dir = photo_records.photo_records(images_dir, FLAGS.work_dir, 16, settings.image_size, log)
     results = [check_model(settings, model, full_dir, resized_dir, strategy, FLAGS.xla and index == 0)
                for index, strategy in enumerate(checked) for model in settings.models]
-    report = {"device": description, "kind": kind, "precision": train.resolve_precision("auto", checked[0]),
+    report = {"device": description, "kind": kind, "precision": strategy_lib.resolve_precision("auto", checked[0]),
               "phase": FLAGS.phase, "image_size": settings.image_size, "batch_size_per_replica": settings.batch_size,
               "steps": settings.steps, "load_average": round(os.getloadavg()[0], 2), "results": results}
     if FLAGS.json:

@@ -73,7 +73,7 @@ def photo_records(images_dir: str, work_dir: str, num_shards: int, resize_for: i
     if not fresh:
         log(f"converting {images_dir} -> {records_dir} ...")
         convert.convert(images_dir, records_dir, overwrite=True, progress=False, validation_fraction=0.0,
-                        num_shards=num_shards, **({"resize_for": resize_for} if resize_for else {}))
+                        num_shards=num_shards, resize_for=resize_for)
     return records_dir
 
 

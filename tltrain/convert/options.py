@@ -79,6 +79,16 @@ class Options:
     store_png_as: Literal["jpeg", "png"] = option("jpeg", "Format of converted non-JPEG sources (PNG, GIF, BMP, WebP...).")
     max_side: int = option(
         0, "Downsize images whose longer side exceeds this (0: keep sizes).", low=0, high=65535, note="0: keep the size")
+    resize_for: int = option(
+        0, "Store images for training at this size: shorter side shrunk to what its crops need, 1.36x it (305 px "
+        "for 224): the eval crop (0.875 of the shorter side) and the larger half of the Inception crops (area "
+        "0.08-1.0) keep more pixels than they are resized to; every crop would need 3.5x, more than most photos "
+        "have. Decoding fewer pixels feeds an accelerator faster (0: keep sizes).",
+        low=0, high=65535, note="0: keep the size")
+    raw_max_bytes: int = option(
+        4096, "Store images of at most this many pixel bytes (height x width x 1 or 3 channels; 28x28 gray is "
+        "784) as raw uint8 pixels: for tiny images decoding a PNG costs more than the bytes it saves (0: never).",
+        low=0, high=1 << 20)
     num_shards: int = option(
         0, "Shards per split (0: from --shard_size_mb).", low=0, high=99999, note="0: from --shard_size_mb")
     shard_size_mb: float = option(128.0, "Approximate shard size when --num_shards is 0.", low=0, low_open=True, high=1e6)
