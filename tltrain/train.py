@@ -62,6 +62,7 @@ def prepare(cfg: RunConfig) -> Job:
         train=dataclasses.replace(t, num_classes=info.num_classes),
     )
     run_dir.check_resume_compatible(cfg, list(info.class_names))
+    data.warn_if_records_oversized(cfg.data, image_size)
     features.validate(cfg)
     data_service.probe(cfg.data)
     _check_resumable_with(t.steps_per_execution, t.model_dir)
