@@ -1,11 +1,10 @@
 """Shared test setup: quiet TensorFlow logs, and fixtures used by several test files."""
 
-import os
 import pathlib
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pytest
 
-import pytest  # noqa: E402
+import tltrain  # noqa: F401  (first: TensorFlow's start-up settings and quiet start-up, as in every entry point)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 

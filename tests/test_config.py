@@ -111,11 +111,11 @@ def test_predict_command_refuses_a_bad_top_k_in_one_line(tmp_path):
 def test_closed_sets_of_values_are_literal_types_checked_up_front():
     """fill_mode and data_service_mode are checked before any pipeline is built, like every choice, and the
     modules' lists of names are the Literal's."""
-    from tltrain import augment, data, strategy
+    from tltrain import augment, data_service, strategy
 
     assert tuple(augment.PRESETS) == fields.choices(config.Preset)
     assert augment.FILL_MODES == fields.choices(config.FillMode)
-    assert data.DATA_SERVICE_MODES == fields.choices(config.DataServiceMode)
+    assert data_service.DATA_SERVICE_MODES == fields.choices(config.DataServiceMode)
     assert strategy.STRATEGIES == fields.choices(config.Strategy)
     for flag, value in (("fill_mode", "wrap"), ("data_service_mode", "epochs"), ("augment", "heavy")):
         with pytest.raises(ValueError, match=rf"^--{flag}={value}: must be one of "):

@@ -131,6 +131,73 @@ def test_other_modes_need_a_trained_model_dir(tmp_path):
             f"--mode={mode}", f"--model_dir={tmp_path}")
 
 
+def test_files_where_directories_belong_and_corrupt_files_are_one_line_errors_before_building(tmp_path, color_records):
+    """--weights naming a text file, --model_dir or --export_dir naming a file, a corrupt config.json, and a
+    tf.data service nobody serves: each one line naming the file, flag or address, before any model is built."""
+    import socket
+
+    base = [f"--records_dir={color_records}", "--model=simple_cnn", "--image_size=32"]
+    notes = tmp_path / "notes.weights.h5"
+    notes.write_text("these are not weights")
+    run = tmp_path / "run"
+    assert f"--weights={notes}: neither an HDF5 file nor a .keras archive" in error_of(
+        *base, f"--model_dir={run}", "--model=mobilenet_v2", "--alpha=0.35", f"--weights={notes}")
+    assert f"--weights={tmp_path}: cannot be read" in error_of(
+        *base, f"--model_dir={run}", "--model=mobilenet_v2", "--alpha=0.35", f"--weights={tmp_path}")
+    for mode in ("train", "evaluate", "export", "predict"):
+        assert f"--model_dir={notes}: is a file" in error_of(*base, "--weights=none", f"--mode={mode}",
+                                                             f"--model_dir={notes}")
+    assert not run.exists()
+
+    run.mkdir()
+    (run / "config.json").write_text('{"model": {"model": "simple_cnn"')  # cut short
+    (run / "labels.txt").write_text("red\ngreen\nblue\n")
+    for mode in ("train", "evaluate", "export"):
+        assert f"{run / 'config.json'}: not a tltrain config" in error_of(*base, "--weights=none", f"--mode={mode}",
+                                                                         f"--model_dir={run}")
+    (run / "config.json").write_text(RunConfig().to_json())
+    import tensorflow as tf
+
+    tf.train.CheckpointManager(tf.train.Checkpoint(step=tf.Variable(1)), str(run / "checkpoints"), 1).save()
+    assert f"--export_dir={notes}: is a file" in error_of("--mode=export", f"--model_dir={run}",
+                                                          f"--export_dir={notes}")
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    message = error_of(*base, "--weights=none", f"--model_dir={tmp_path / 'other'}",
+                       f"--data_service=grpc://127.0.0.1:{port}", "--data_service_timeout=1")
+    assert f"--data_service=grpc://127.0.0.1:{port}: no tf.data service dispatcher reachable within" in message
+    assert "--data_service_timeout=0: must be > 0" in error_of(
+        *base, "--weights=none", f"--model_dir={tmp_path / 'other'}", f"--data_service=grpc://127.0.0.1:{port}",
+        "--data_service_timeout=0")
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_a_rerun_resumes_from_the_last_good_one(tmp_path, color_records, capsys):
+    """The write of ckpt-3 fails (a file stands where SaveV2 makes its temporary directory, as a full disk
+    would fail it): main exits with one line naming the checkpoint and the one a re-run resumes from; the
+    re-run (the obstacle gone) resumes there and finishes."""
+    import tensorflow as tf
+
+    model_dir = tmp_path / "run"
+    args = [f"--records_dir={color_records}", f"--model_dir={model_dir}", "--model=simple_cnn", "--weights=none",
+            "--image_size=32", "--batch_size=16", "--freeze=none", "--epochs=1", "--steps_per_epoch=4",
+            "--checkpoint_steps=1", "--validation_split="]
+    (model_dir / "checkpoints").mkdir(parents=True)
+    obstacle = model_dir / "checkpoints" / "ckpt-3_temp"
+    obstacle.write_text("in the way")
+    message = error_of(*args)
+    assert f"{model_dir}/checkpoints: writing checkpoint ckpt-3 failed (" in message
+    assert f"a re-run resumes from {model_dir}/checkpoints/ckpt-2" in message
+    obstacle.unlink()
+    capsys.readouterr()
+    FLAGS.unparse_flags()
+    main_lib.main(main_lib._parse_flags(["tltrain", *args]))
+    out = capsys.readouterr().out
+    assert f"resumed from {model_dir}/checkpoints/ckpt-2" in out and "done at step 4" in out
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-4")
+
+
 @pytest.mark.slow
 def test_command_line_errors_are_one_line_without_traceback(tmp_path, color_records):
     """In a fresh process (devices split before TensorFlow starts): batch size vs replicas, and no TPU."""

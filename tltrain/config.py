@@ -52,6 +52,8 @@ class DataConfig(Section):
     data_service_mode: DataServiceMode = setting("distributed_epoch", "distributed_epoch: each example once per "
                                                  "epoch over the service's workers; parallel_epochs: each worker "
                                                  "produces whole epochs")
+    data_service_timeout: float = setting(60.0, "seconds a tf.data service call may wait before the run stops "
+                                          "with an error naming the address", gt=0)
     seed: int | None = setting(None, "set from --seed", ge=0)
 
 

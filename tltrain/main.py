@@ -48,6 +48,7 @@ def main(argv: list[str]) -> None:
         log.info(models.describe_models())
         return
     from tltrain import evaluate, export, predict, run_dir, train
+    from tltrain.errors import RunError
     from tltrain import strategy as strategy_lib
 
     mode, files = FLAGS.mode, argv[1:]
@@ -67,22 +68,26 @@ def main(argv: list[str]) -> None:
             strategy = strategy_lib.make_strategy(cfg.strategy)
         elif mode == "export":
             run_dir.load_config(model_dir)  # a trained model_dir
+            run_dir.check_directory("export_dir", cfg.train.export_dir)
         else:
             predict.check_model_dir(model_dir)
             predict.image_paths(files)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"tltrain: {e}")
-    if mode == "train":
-        train.train(job)
-    elif mode == "evaluate":
-        report = evaluate.evaluate(eval_cfg, split, strategy)
-        log.info(f"{split}: accuracy {report['accuracy']:.4f}, top5 {report['top5_accuracy']:.4f}, "
-                 f"loss {report['loss']:.4f} over {report['count']} images; report in {model_dir}")
-    elif mode == "export":
-        for what, path in export.export(model_dir, cfg.export.export_dir, cfg.export.export_tflite).items():
-            log.info(f"{what}: {path}")
-    else:
-        predict.print_predictions(model_dir, files, cfg.predict.top_k)
+    try:
+        if mode == "train":
+            train.train(job)
+        elif mode == "evaluate":
+            report = evaluate.evaluate(eval_cfg, split, strategy)
+            log.info(f"{split}: accuracy {report['accuracy']:.4f}, top5 {report['top5_accuracy']:.4f}, "
+                     f"loss {report['loss']:.4f} over {report['count']} images; report in {model_dir}")
+        elif mode == "export":
+            for what, path in export.export(model_dir, cfg.export.export_dir, cfg.export.export_tflite).items():
+                log.info(f"{what}: {path}")
+        elif predict.print_predictions(model_dir, files, cfg.predict.top_k):
+            sys.exit(1)  # some files could not be predicted; each has its line
+    except RunError as e:
+        sys.exit(f"tltrain: {e}")
 
 
 def run() -> None:

@@ -19,7 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import augment, data, features, models, phases, progbar, reporting, run_dir, steps
+from tltrain import augment, checkpoints, data, data_service, features, model_dir_lock, models, phases, progbar
+from tltrain import reporting, run_dir, steps
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 from tltrain.job import Job, Phase
@@ -36,6 +37,7 @@ def prepare(cfg: RunConfig) -> Job:
     cluster). Raises ValueError/FileNotFoundError with a one-line message. With --num_cpu_devices, call
     strategy.configure_cpu_devices first: it changes the process's devices, so the caller decides."""
     t = cfg.validate().train
+    run_dir.check_directory("model_dir", t.model_dir)
     image_size = models.validate(cfg.model, cfg.data.image_size)
     info = data.dataset_info(cfg.data)  # a missing dataset.json is a FileNotFoundError naming it
     train_count = info.split_counts.get(cfg.data.train_split, 0)
@@ -60,7 +62,9 @@ def prepare(cfg: RunConfig) -> Job:
         train=dataclasses.replace(t, num_classes=info.num_classes),
     )
     run_dir.check_resume_compatible(cfg, list(info.class_names))
+    data.warn_if_records_oversized(cfg.data, image_size)
     features.validate(cfg)
+    data_service.probe(cfg.data)
     _check_resumable_with(t.steps_per_execution, t.model_dir)
     if t.fine_tune_at and t.fine_tune_epochs and t.freeze == "backbone":
         _check_fine_tune_at(cfg)
@@ -88,10 +92,14 @@ def prepare(cfg: RunConfig) -> Job:
 
 def _check_resumable_with(steps_per_execution: int, model_dir: str) -> None:
     """An execution stacks steps_per_execution batches, so a resumed phase must be at a multiple of it."""
-    latest = tf.train.latest_checkpoint(posixpath.join(model_dir, run_dir.CHECKPOINT_DIR))
-    if not latest:
+    for latest in checkpoints.newest_first(posixpath.join(model_dir, run_dir.CHECKPOINT_DIR)):
+        try:  # the one a resume restores: the newest that reads
+            phase_step = int(tf.train.load_checkpoint(latest).get_tensor("phase_step/.ATTRIBUTES/VARIABLE_VALUE"))
+            break
+        except (tf.errors.OpError, IndexError):
+            continue
+    else:
         return
-    phase_step = int(tf.train.load_checkpoint(latest).get_tensor("phase_step/.ATTRIBUTES/VARIABLE_VALUE"))
     if phase_step % steps_per_execution:
         raise ValueError(f"--steps_per_execution={steps_per_execution}: {latest} is at step {phase_step} of its "
                          "phase, not a multiple of it; resume with the --steps_per_execution it was written with")
@@ -184,9 +192,8 @@ class _Progress:
         self.directory = posixpath.join(job.cfg.train.model_dir, run_dir.CHECKPOINT_DIR)
         self.write_directory = strategy_lib.write_dir(self.directory)  # a temporary one on non-chief workers
         self.manager = tf.train.CheckpointManager(checkpoint, self.write_directory, max_to_keep=3)
-        latest = tf.train.latest_checkpoint(self.directory)
+        latest = checkpoints.restore_newest(checkpoint, self.directory)
         if latest:
-            checkpoint.restore(latest).assert_nontrivial_match()
             log.info(f"resumed from {latest}")
         self.step, self.phase, self.phase_step, stopped = (int(v.numpy()) for v in self.variables.values())
         self.stopped_early = bool(stopped)
@@ -203,7 +210,7 @@ class _Progress:
         for name, value in (("step", self.step), ("phase", self.phase), ("phase_step", self.phase_step),
                             ("stopped_early", int(self.stopped_early))):
             self.variables[name].assign(value)
-        self.manager.save(checkpoint_number=self.step)
+        checkpoints.save(self.manager, self.step)
 
     def close(self) -> None:
         strategy_lib.cleanup_write_dir(self.directory, self.write_directory)
@@ -233,7 +240,15 @@ def _crossed(step: int, count: int, every: int) -> bool:
 
 
 def train(job: Job) -> dict:
-    """Runs (or resumes) every planned phase. Returns {"step", "stopped_early", "history": [one dict per epoch]}."""
+    """Runs (or resumes) every planned phase. Returns {"step", "stopped_early", "history": [one dict per epoch]}.
+    The chief holds model_dir's lock meanwhile: a second run on it is a one-line model_dir_lock.ModelDirInUse."""
+    if not strategy_lib.is_chief():
+        return _train(job)
+    with model_dir_lock.exclusive(job.cfg.train.model_dir):
+        return _train(job)
+
+
+def _train(job: Job) -> dict:
     started_at, out_of_time = time.perf_counter(), False  # --max_seconds
     cfg, strategy, t = job.cfg, job.strategy, job.cfg.train
     k, spe, global_batch = t.steps_per_execution, job.steps_per_epoch, cfg.data.batch_size

@@ -28,6 +28,15 @@ class Options(Section):
     store_png_as: Literal["jpeg", "png"] = setting("jpeg", "Format of converted non-JPEG sources (PNG, GIF, BMP, "
                                                    "WebP...).")
     max_side: int = setting(0, "Downsize images whose longer side exceeds this (0: keep sizes).", ge=0, le=65535)
+    resize_for: int = setting(
+        0, "Store images for training at this size: shorter side shrunk to what its crops need, 1.36x it (305 px "
+        "for 224): the eval crop (0.875 of the shorter side) and the larger half of the Inception crops (area "
+        "0.08-1.0) keep more pixels than they are resized to; every crop would need 3.5x, more than most photos "
+        "have. Decoding fewer pixels feeds an accelerator faster (0: keep sizes).", ge=0, le=65535)
+    raw_max_bytes: int = setting(
+        4096, "Store images of at most this many pixel bytes (height x width x 1 or 3 channels; 28x28 gray is "
+        "784) as raw uint8 pixels: for tiny images decoding a PNG costs more than the bytes it saves (0: never).",
+        ge=0, le=1 << 20)
     num_shards: int = setting(0, "Shards per split (0: from --shard_size_mb).", ge=0, le=99999)
     shard_size_mb: float = setting(128.0, "Approximate shard size when --num_shards is 0.", gt=0, le=1e6)
     compression: Literal["none", "gzip"] = setting("none", "TFRecord compression (JPEGs barely compress).")
