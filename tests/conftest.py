@@ -111,9 +111,11 @@ def tltrain_log(caplog):
     logger.propagate = False  # else the root logger's capture would see every record a second time
 
     class Log:
-        def read(self) -> str:
-            text = "".join(f"{record.getMessage()}\n" for record in caplog.records)
-            caplog.clear()
-            return text
+        def read(self, level: int | None = None) -> str:
+            """The lines logged and not read yet (those of `level` when given), one per line."""
+            records = caplog.handler.records
+            taken = [record for record in records if level is None or record.levelno == level]
+            records[:] = [record for record in records if record not in taken]
+            return "".join(f"{record.getMessage()}\n" for record in taken)
 
     return Log()

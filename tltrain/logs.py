@@ -11,16 +11,12 @@ LOGGER = "tltrain"
 
 
 class _Console(logging.StreamHandler):
-    """INFO lines as plain text on the current sys.stdout, warnings and errors as "WARNING: ..." on the current
-    sys.stderr (notebooks and tests replace both)."""
+    """Plain text lines: INFO on the current sys.stdout, warnings and errors on the current sys.stderr
+    (notebooks and tests replace both)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
         super().emit(record)
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return f"{record.levelname}: {text}" if record.levelno >= logging.WARNING else text
 
 
 def log_to_console() -> None:
