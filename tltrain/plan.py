@@ -44,13 +44,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import posixpath
 import statistics
 
-from tltrain import data, models, records, run_dir
+from tltrain import config, data, models, records, run_dir
 from tltrain.config import RunConfig
 
+log = logging.getLogger(__name__)
 LARGE = 20_000  # training images from which phase 2 runs on cached activations without a head phase
 MANY_PER_CLASS = 500  # images per class from which the head gets a hidden layer
 SMALL_BATCH, LARGE_BATCH, LARGE_BATCH_FROM = 32, 128, 10_000
@@ -183,14 +185,10 @@ def derive(cfg: RunConfig, f: DataFacts) -> tuple[dict, list[str]]:
 
 
 def explicit_fields(cfg: RunConfig) -> set[str]:
-    """For Python callers that do not say which fields they set: those that differ from the defaults."""
-    given = set()
+    """For Python callers that do not say which settings they gave: those that differ from the defaults."""
     default = RunConfig()
-    for section in ("data", "augment", "model", "train", "strategy"):
-        for field in dataclasses.fields(getattr(cfg, section)):
-            if getattr(getattr(cfg, section), field.name) != getattr(getattr(default, section), field.name):
-                given.add("augment" if (section, field.name) == ("augment", "preset") else field.name)
-    return given
+    return {name for name, s in config.settings().items()
+            if getattr(getattr(cfg, s.section), s.field.name) != getattr(getattr(default, s.section), s.field.name)}
 
 
 def _with(cfg: RunConfig, values: dict) -> RunConfig:
@@ -200,14 +198,12 @@ def _with(cfg: RunConfig, values: dict) -> RunConfig:
     return dataclasses.replace(cfg, **{s: dataclasses.replace(getattr(cfg, s), **v) for s, v in sections.items()})
 
 
-def apply(cfg: RunConfig, given: set[str] | None = None) -> RunConfig:
-    """cfg with every planned setting not in `given` (flag names; None: explicit_fields(cfg)) taken from the
-    plan, and the plan recorded in cfg.planned. A model_dir that already holds a planned run keeps that run's
-    choices (a resumed run must be the same job). --plan=none returns cfg unchanged."""
+def apply(cfg: RunConfig, given: set[str] | None = None) -> tuple[RunConfig, dict]:
+    """(cfg with every planned setting not in `given` (flag names; None: explicit_fields(cfg)) taken from the
+    plan, the plan's record: choices, reasons, check). A model_dir that already holds a planned run keeps that
+    run's choices (a resumed run must be the same job). --plan=none: (cfg, {})."""
     if cfg.train.plan == "none":
-        return cfg
-    if cfg.train.plan != "auto":
-        raise ValueError(f"--plan={cfg.train.plan}: expected auto or none")
+        return cfg, {}
     given = explicit_fields(cfg) if given is None else set(given)
     saved = _saved_plan(cfg.train.model_dir)
     if saved:
@@ -228,17 +224,16 @@ def apply(cfg: RunConfig, given: set[str] | None = None) -> RunConfig:
     if not applied.get("cache_features", cfg.train.cache_features):
         applied["cache_fine_tune"] = False
     record = {"choices": choice, "applied": sorted(applied), "reasons": why, "check": saved.get("check", {})}
-    return dataclasses.replace(_with(cfg, applied), planned=record)
+    return _with(cfg, applied), record
 
 
 def _saved_plan(model_dir: str) -> dict:
     text = run_dir.read_text(posixpath.join(model_dir, run_dir.CONFIG_FILE)) if model_dir else None
-    return json.loads(text).get("planned", {}) if text else {}
+    return json.loads(text).get("plan", {}) if text else {}
 
 
-def describe(cfg: RunConfig) -> str:
+def describe(record: dict) -> str:
     """The plan as one block for the console."""
-    record = cfg.planned
     if not record:
         return "plan: none (--plan=none: the fixed defaults and the given flags)"
     lines = ["plan (automatic; every flag you give overrides its part, --plan=none turns it off):"]
@@ -269,7 +264,7 @@ def check(job):
     from tltrain import features, train
 
     cfg = job.cfg
-    record = cfg.planned
+    record = job.plan
     searched = [k for k in ("learning_rate", "head_units") if k in record.get("applied", ())]
     if cfg.train.epochs <= 0:
         searched = [k for k in searched if k != "learning_rate"]  # no head phase uses it
@@ -294,12 +289,10 @@ def check(job):
              + ", ".join(f"{_head_name(h)} lr {r:g} {a:.3f}" for a, _, r, h in results),
              f"chosen: {_head_name(head)} head, lr {rate:g} (held-out accuracy {accuracy:.3f})"]
     for line in lines:
-        print(f"plan: checked {line}", flush=True)
-    values = {"learning_rate": rate, "head_units": head}
-    new_cfg = _with(cfg, {k: values[k] for k in searched})
-    new_cfg = dataclasses.replace(new_cfg, planned={**record, "check": {"lines": lines, **{k: values[k] for k in
-                                                                                         searched}}})
-    return dataclasses.replace(job, cfg=new_cfg,
+        log.info(f"plan: checked {line}")
+    values = {k: {"learning_rate": rate, "head_units": head}[k] for k in searched}
+    new_cfg = _with(cfg, values)
+    return dataclasses.replace(job, cfg=new_cfg, plan={**record, "check": {"lines": lines, **values}},
                                phases=train.plan_phases(new_cfg, job.strategy.num_replicas_in_sync))
 
 
@@ -368,11 +361,12 @@ def _score_head(cfg: RunConfig, vectors, labels, train_rows, held_rows, head, ra
     return float(accuracy), float(loss)
 
 
-def prepare(cfg: RunConfig, given: set[str] | None = None):
-    """The job a user's settings describe: the plan applied (see `apply`), printed, validated (train.prepare)
-    and checked on the data (see `check`)."""
+def prepare(cfg: RunConfig, given: set[str] | None = None, checked: bool = True):
+    """The job a user's settings describe: the plan applied (see `apply`) and logged, validated (train.prepare),
+    and with `checked`, checked on the data (see `check`; the command line does that after its validation)."""
     from tltrain import train
 
-    cfg = apply(cfg, given)
-    print(describe(cfg), flush=True)
-    return check(train.prepare(cfg))
+    cfg, record = apply(cfg, given)
+    log.info(describe(record))
+    job = dataclasses.replace(train.prepare(cfg), plan=record)
+    return check(job) if checked else job
