@@ -1,7 +1,6 @@
 """tltrain.data: batches, labels, sharding over input pipelines, exactly-once evaluation, TFDS, tf.data service."""
 
 import io
-import json
 import logging
 import math
 
@@ -12,6 +11,7 @@ from PIL import Image
 
 from tltrain import data, records
 from tltrain.config import DataConfig
+from tltrain.dataset_metadata import DatasetMetadata, Shard
 
 SIZE = 24  # output image size of every pipeline here
 
@@ -33,7 +33,7 @@ def decode_solid(image: np.ndarray) -> tuple[int, int]:
 
 def write_records(out, splits: dict[str, tuple[int, int]], compression: str = "") -> str:
     """splits: name -> (examples, shards). Example i of a split has label i % 3, shards take every n-th."""
-    splits_json = {}
+    layout = {}
     for split, (count, num_shards) in splits.items():
         shards = []
         for shard in range(num_shards):
@@ -46,12 +46,9 @@ def write_records(out, splits: dict[str, tuple[int, int]], compression: str = ""
                         encoded=solid_image(i, i % 3, image_format, height=30 + i % 7), image_format=image_format,
                         label=i % 3, class_name=f"c{i % 3}", height=30 + i % 7, width=40, channels=3,
                         filename=f"{split}/{i}.{image_format}", source_id=str(i)))
-            shards.append({"file": name, "count": len(indices)})
-        per_class = [len(range(c, count, 3)) for c in range(3)]
-        splits_json[split] = {"count": count, "per_class": per_class, "shards": shards}
-    metadata = {"version": 1, "class_names": ["c0", "c1", "c2"], "num_classes": 3, "compression": compression,
-                "splits": splits_json}
-    (out / records.METADATA_FILE).write_text(json.dumps(metadata))
+            shards.append(Shard(name, len(indices)))
+        layout[split] = ([len(range(c, count, 3)) for c in range(3)], shards)
+    DatasetMetadata.build(["c0", "c1", "c2"], layout, f"test {splits}", compression=compression).write(str(out))
     return str(out)
 
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tltrain import records
 from tltrain.config import DataConfig
+from tltrain.dataset_metadata import DatasetMetadata
 
 log = logging.getLogger(__name__)
 
@@ -171,17 +172,17 @@ class _RecordsSource:
 
     def __init__(self, records_dir: str):
         self.records_dir = records_dir
-        self.metadata = records.read_metadata(records_dir)
-        self.compression = self.metadata.get("compression", "") or ""
-        self.num_classes = int(self.metadata["num_classes"])
+        self.metadata = DatasetMetadata.read(records_dir)
+        self.compression = self.metadata.compression
+        self.num_classes = self.metadata.num_classes
 
     def info(self) -> DatasetInfo:
-        splits = self.metadata["splits"]
+        splits = self.metadata.splits
         return DatasetInfo(
-            class_names=tuple(self.metadata["class_names"]),
+            class_names=self.metadata.class_names,
             num_classes=self.num_classes,
-            split_counts={name: int(split["count"]) for name, split in splits.items()},
-            class_counts={name: tuple(split["per_class"]) for name, split in splits.items()},
+            split_counts={name: split.count for name, split in splits.items()},
+            class_counts={name: split.per_class for name, split in splits.items()},
         )
 
     def count(self, split: str) -> int:
@@ -189,11 +190,8 @@ class _RecordsSource:
 
     def shards(self, split: str) -> list[tuple[str, int]]:
         """[(path, example count)] of the split, each checked to exist (a clear error beats a hang on gs://)."""
-        splits = self.metadata["splits"]
-        if split not in splits:
-            path = posixpath.join(self.records_dir, records.METADATA_FILE)
-            raise ValueError(f"{path}: no split '{split}' (splits: {', '.join(sorted(splits)) or 'none'})")
-        shards = [(posixpath.join(self.records_dir, s["file"]), int(s["count"])) for s in splits[split]["shards"]]
+        paths = self.metadata.shard_paths(split)
+        shards = [(path, shard.count) for path, shard in zip(paths, self.metadata.splits[split].shards)]
         for path, _ in shards:
             if not tf.io.gfile.exists(path):
                 raise FileNotFoundError(f"{path}: shard listed in {records.METADATA_FILE} is missing")

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import data, records, run_dir
+from tltrain import data, run_dir
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 
@@ -143,8 +143,6 @@ def prepare(model_dir: str, records_dir: str = "", split: str = "") -> tuple[Run
     cfg, _ = run_dir.load_config(model_dir)
     if records_dir:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, records_dir=records_dir))
-    if cfg.data.records_dir:
-        records.read_metadata(cfg.data.records_dir)
     counts = data.dataset_info(cfg.data).split_counts
     split = split or default_split(counts, cfg.data.validation_split)
     if not counts.get(split):

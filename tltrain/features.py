@@ -43,6 +43,7 @@ import tensorflow as tf
 from tltrain import augment, data, models, records
 from tltrain import evaluate as evaluate_lib
 from tltrain.config import RunConfig
+from tltrain.dataset_metadata import DatasetMetadata
 
 CACHE_DIR = "feature_cache"
 MARKER_FILE = "cache.json"
@@ -179,17 +180,9 @@ def _weights_digest(features: keras.Model) -> str:
     return digest.hexdigest()
 
 
-def split_digest(metadata: dict, split: str) -> str:
-    """What identifies one split's examples: the split's own "digest" when dataset.json has one (subsets made
-    by tools/sweep_per_class.py share their parent's validation split, and with it its cached features), else
-    the records' digest and the split's name."""
-    own = metadata["splits"].get(split, {}).get("digest")
-    return own or hashlib.sha256(f"{metadata['digest']}\0{split}".encode()).hexdigest()
-
-
 def _records_identity(cfg: RunConfig, split: str) -> str:
     if cfg.data.records_dir:
-        return split_digest(records.read_metadata(cfg.data.records_dir), split)
+        return DatasetMetadata.read(cfg.data.records_dir).splits[split].digest
     return f"tfds:{cfg.data.tfds_name}:{split}"
 
 

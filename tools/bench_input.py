@@ -136,14 +136,15 @@ def prepare_images() -> str:
 
 def prepare_records(images_dir: str) -> str:
     """Records of every image (one train split), by the project's converter; reused while they match."""
-    from tltrain import convert, records
+    from tltrain import convert
+    from tltrain.dataset_metadata import DatasetMetadata
 
     records_dir = os.path.join(FLAGS.work_dir, "records_" + os.path.basename(os.path.normpath(images_dir)))
     try:
-        metadata = records.read_metadata(records_dir)
-        fresh = (metadata["source"] == images_dir and len(metadata["splits"]["train"]["shards"]) == FLAGS.num_shards
-                 and "validation" not in metadata["splits"])
-    except (FileNotFoundError, KeyError):
+        metadata = DatasetMetadata.read(records_dir)
+        fresh = (metadata.provenance.get("source") == images_dir and "validation" not in metadata.splits
+                 and len(metadata.shard_paths("train")) == FLAGS.num_shards)
+    except (FileNotFoundError, ValueError):
         fresh = False
     if not fresh:
         log(f"converting {images_dir} -> {records_dir} ...")
@@ -157,12 +158,12 @@ def train_jpeg_bytes(records_dir: str) -> list[bytes]:
 
     from tltrain import data, records
     from tltrain.config import DataConfig
+    from tltrain.dataset_metadata import DatasetMetadata
 
     info = data.dataset_info(DataConfig(records_dir=records_dir))
-    metadata = records.read_metadata(records_dir)
-    files = [os.path.join(records_dir, s["file"]) for s in metadata["splits"]["train"]["shards"]]
+    metadata = DatasetMetadata.read(records_dir)
     encoded = [records.parse_example(r)["image/encoded"].numpy()
-               for r in tf.data.TFRecordDataset(files, metadata.get("compression", ""))]
+               for r in tf.data.TFRecordDataset(metadata.shard_paths("train"), metadata.compression)]
     assert len(encoded) == info.split_counts["train"]
     return encoded
 
@@ -418,12 +419,12 @@ def profile(images_dir: str, records_dir: str, num_classes: int) -> None:
 
     from tltrain import augment, data, records
     from tltrain.config import AugmentConfig, DataConfig
+    from tltrain.dataset_metadata import DatasetMetadata
 
     count = 512
     encoded = train_jpeg_bytes(records_dir)[:count]
     serialized = list(tf.data.TFRecordDataset(
-        [os.path.join(records_dir, s["file"]) for s in records.read_metadata(records_dir)["splits"]["train"]["shards"]]
-    ).take(count).as_numpy_iterator())
+        DatasetMetadata.read(records_dir).shard_paths("train")).take(count).as_numpy_iterator())
     cfg = DataConfig(records_dir=records_dir)
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
