@@ -9,7 +9,7 @@ export and predict see one model whichever way phase 1 ran.
 
 One cache entry holds one split's features. Its key hashes everything they depend on: the backbone's weight
 values as loaded (from ImageNet, a file or a seed alike), the model, alpha, feature layer, pooling, image size,
-precision, eval crop, the split's digest (see split_digest), and for augmented views the crop and augmentation
+precision, eval crop, the split's digest (in dataset.json), and for augmented views the crop and augmentation
 settings. An entry is written under temporary names and marked complete by cache.json, written last: an
 interrupted build is redone, a complete entry is reused by every later run with the same key.
 
