@@ -79,6 +79,10 @@ def _main(argv: list[str]) -> int:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 1
     notable = print_skipped(summary.skipped, command.out)
+    if summary.links_outside:
+        first = summary.links_outside[0]
+        print(f"  note: {len(summary.links_outside)} files read through links that leave --src, e.g. {first['file']} "
+              f"-> {first['target']} (all listed in dataset.json)", file=sys.stderr)
     print(summary)
     if command.strict and notable:
         print(f"{PROGRAM}: error: --strict: {len(notable)} files skipped", file=sys.stderr)

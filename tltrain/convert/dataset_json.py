@@ -37,6 +37,8 @@ def build_metadata(src: str, found: Scan, options: Options, assembler: Assembler
         "store_png_as": options.store_png_as,
         "max_side": options.max_side,
     }
+    if found.links_outside:
+        provenance["links_outside_src"] = found.links_outside
     skipped = tuple(sorted(assembler.skipped, key=lambda entry: entry["file"]))
     return DatasetMetadata.build(found.class_names, splits, digest.hexdigest(), compression=compression,
                                  provenance=provenance, skipped=skipped)
@@ -47,6 +49,11 @@ class Summary:
     written: int
     skipped: list[dict]
     metadata: DatasetMetadata
+
+    @property
+    def links_outside(self) -> list[dict]:
+        """Files read through links that leave --src: {file, target}."""
+        return self.metadata.provenance.get("links_outside_src", [])
 
     def reasons(self) -> collections.Counter:
         return collections.Counter(entry["reason"] for entry in self.skipped)

@@ -12,6 +12,7 @@ import hashlib
 import io
 import math
 import os
+import stat
 import struct
 import warnings
 
@@ -157,11 +158,22 @@ def _looks_like_image(data: bytes) -> bool:
     )
 
 
+_NOT_REGULAR = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
+                stat.S_IFDIR: "a folder"}
+
+
 def read_file(path: str) -> bytes:
-    """The whole file, in one read() of its size: open().read() makes ~2x the system calls (lseek, isatty)."""
-    fd = os.open(path, os.O_RDONLY)
+    """The whole file, in one read() of its size: open().read() makes ~2x the system calls (lseek, isatty).
+
+    Opened without blocking, and only a regular file is read: a file replaced by a FIFO or a device after the
+    scan would otherwise block the worker forever, or never end."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        size = os.fstat(fd).st_size
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            what = _NOT_REGULAR.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise OSError(0, f"not a regular file when opened ({what})")
+        size = info.st_size
         data = os.read(fd, size + 1)  # a regular file returns all that is asked for, up to its end
         if len(data) == size:
             return data

@@ -15,7 +15,7 @@ from tltrain.convert.dataset_json import Summary, build_metadata
 from tltrain.convert.options import Options
 from tltrain.convert.policy import Assembler
 from tltrain.convert.scan import scan
-from tltrain.convert.shards import SplitWriter, plan_shards, prepare_out
+from tltrain.convert.shards import SplitWriter, plan_shards, prepare_out, replace_records
 from tltrain.convert.workers import Workers
 
 
@@ -53,7 +53,10 @@ def convert(src: str, out: str, *, overwrite: bool = False, progress: bool = Tru
         pool.close()  # every record is written
         assembler.resolve_conflicts()
         assembler.check(src)
-        shards = {split: writer.finish() for split, writer in writers.items()}
+        for writer in writers.values():
+            writer.seal()
+        replace_records(out)  # the new records are complete: only now are the old ones deleted
+        shards = {split: writer.publish() for split, writer in writers.items()}
     except BaseException:
         pool.close()  # before the files its workers write into are removed
         for writer in writers.values():
