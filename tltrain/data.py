@@ -200,25 +200,29 @@ class _RecordsSource:
     def _read(self, files) -> tf.data.Dataset:
         return tf.data.TFRecordDataset(files, self.compression, buffer_size=_READ_BUFFER_BYTES)
 
+    def _read_counted(self, path: tf.Tensor, count: tf.Tensor) -> tf.data.Dataset:
+        """One shard, failing when it ends before or after the count in dataset.json (read_failure names it)."""
+        return self._read(path).apply(tf.data.experimental.assert_cardinality(count))
+
     def train_examples(self, split: str, context: tf.distribute.InputContext, repeat: bool,
                        seed: int | None) -> tf.data.Dataset:
         """Serialized examples of this pipeline's share: its own shards, in a new order every epoch; or, with
         fewer shards than pipelines, every n-th example of all of them (each pipeline then reads everything)."""
-        files = [path for path, _ in self.shards(split)]
+        shards = self.shards(split)
         n, index = context.num_input_pipelines, context.input_pipeline_id
-        if len(files) < n:
+        if len(shards) < n:
             log.warning("%s: %d '%s' shards for %d input pipelines: sharding by example, every pipeline reads "
-                        "every shard; write at least %d shards", self.records_dir, len(files), split, n, n)
-            examples = self._read(files).shard(n, index)
+                        "every shard; write at least %d shards", self.records_dir, len(shards), split, n, n)
+            examples = _slices(shards).flat_map(self._read_counted).shard(n, index)
             return examples.repeat() if repeat else examples
-        files = files[index::n]
+        files = [path for path, _ in shards[index::n]]
         log.info("input pipeline %d of %d reads %d '%s' shards of %s: %s", index, n, len(files), split,
                  self.records_dir, " ".join(posixpath.basename(path) for path in files))
-        names = tf.data.Dataset.from_tensor_slices(files)
+        names = _slices(shards[index::n])
         if repeat:
             names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
         return names.interleave(
-            self._read, cycle_length=min(len(files), _MAX_CYCLE_LENGTH),
+            self._read_counted, cycle_length=min(len(files), _MAX_CYCLE_LENGTH),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=False,
         )
 
@@ -247,6 +251,12 @@ class _RecordsSource:
         )
         with tf.control_dependencies([check]):
             return tf.identity(example["image/encoded"]), tf.cast(label, tf.int32)
+
+
+def _slices(shards: list[tuple[str, int]]) -> tf.data.Dataset:
+    """(path, count) elements of the shards."""
+    counts = tf.constant([count for _, count in shards], tf.int64)
+    return tf.data.Dataset.from_tensor_slices(([path for path, _ in shards], counts))
 
 
 class _TfdsSource:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import posixpath
 
+from tltrain import records
 from tltrain.records import METADATA_FILE, SPLITS
 
 VERSION = 1
@@ -74,6 +75,38 @@ class DatasetMetadata:
             name: Split(sum(per_class), tuple(per_class), tuple(shards), split_digest(digest, name))
             for name in SPLITS if name in splits for per_class, shards in [splits[name]]
         }, digest=digest, **fields)
+
+    def verify(self) -> list[str]:
+        """Reads every shard: its framing, both checksums of every record, and its count against dataset.json.
+        One line per damaged or missing shard; [] when all are intact."""
+        import tensorflow as tf
+
+        problems = []
+        for name, split in self.splits.items():
+            for path, shard in zip(self.shard_paths(name), split.shards):
+                if not tf.io.gfile.exists(path):
+                    problems.append(f"{path}: missing (listed in {METADATA_FILE})")
+                    continue
+                try:
+                    found = records.count_records(path, self.compression)
+                except records.DamagedRecords as error:
+                    problems.append(str(error))
+                    continue
+                if found != shard.count:
+                    problems.append(f"{path}: holds {found} records, {METADATA_FILE} says {shard.count}")
+        return problems
+
+    def read_failure(self, error: Exception) -> str | None:
+        """The one line for a read of these records that failed in TensorFlow (a shard cut short, corrupted,
+        or holding other than its count here: TF's error names no file): the damaged shards, found by reading
+        them all; None when all are intact or the error is another one."""
+        import tensorflow as tf
+
+        counts = isinstance(error, tf.errors.FailedPreconditionError) and "expected to contain" in str(error)
+        if not (isinstance(error, tf.errors.DataLossError) or counts) or not (problems := self.verify()):
+            return None
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return f"{problems[0]}{more}; rebuild the records (tools/make_tfrecords.py --verify {self.records_dir} checks them)"
 
     # -------------------------------------------------------------------------------------------- json
 

@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
@@ -146,6 +147,22 @@ def _only_tltrain_info(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or f"{os.sep}tltrain{os.sep}" in record.pathname
 
 
+@contextlib.contextmanager
+def _damaged_records_in_one_line(cfg: config_lib.RunConfig):
+    """A shard that turns out cut short or corrupted while training or evaluating: one line naming it."""
+    import tensorflow as tf
+
+    from tltrain.dataset_metadata import DatasetMetadata
+
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
+        line = cfg.data.records_dir and DatasetMetadata.read(cfg.data.records_dir).read_failure(error)
+        if not line:
+            raise
+        sys.exit(f"tltrain: {line}")
+
+
 def main(argv: list[str]) -> None:
     absl_logging.get_absl_handler().addFilter(_only_tltrain_info)
     if FLAGS.model == "list":
@@ -177,12 +194,14 @@ def main(argv: list[str]) -> None:
             predict.image_paths(files)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"tltrain: {e}")
-    if mode == "train":
-        train.train(job)
-    elif mode == "evaluate":
-        report = evaluate.evaluate(eval_cfg, split, strategy)
-        print(f"{split}: accuracy {report['accuracy']:.4f}, top5 {report['top5_accuracy']:.4f}, "
-              f"loss {report['loss']:.4f} over {report['count']} images; report in {model_dir}")
+    if mode in ("train", "evaluate"):
+        with _damaged_records_in_one_line(job.cfg if mode == "train" else eval_cfg):
+            if mode == "train":
+                train.train(job)
+            else:
+                report = evaluate.evaluate(eval_cfg, split, strategy)
+                print(f"{split}: accuracy {report['accuracy']:.4f}, top5 {report['top5_accuracy']:.4f}, "
+                      f"loss {report['loss']:.4f} over {report['count']} images; report in {model_dir}")
     elif mode == "export":
         for what, path in export.export(model_dir, cfg.train.export_dir, cfg.train.export_tflite).items():
             print(f"{what}: {path}")
