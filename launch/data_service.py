@@ -121,6 +121,8 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import tltrain  # noqa: F401  (TensorFlow's start-up settings and quiet start-up; stdlib only)
+
     define_flags()
     app.run(main)

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tltrain import data, evaluate, export, predict, run_dir, train
+from tltrain import console_tools, data, evaluate, export, predict, run_dir, train
 from tltrain.config import RunConfig
 
 
@@ -129,7 +129,7 @@ def test_saved_model_cli_and_predict_command_line(trained, images, tmp_path):
     expected, _ = in_process_probabilities(model_dir, files[:1])
     inputs = tmp_path / "in.npy"
     np.save(inputs, np.array([open(files[0], "rb").read()], dtype=object), allow_pickle=True)
-    cli = subprocess.run(["saved_model_cli", "run", "--dir", paths["saved_model"], "--tag_set", "serve",
+    cli = subprocess.run([console_tools.find("saved_model_cli") or "saved_model_cli", "run", "--dir", paths["saved_model"], "--tag_set", "serve",
                           "--signature_def", "serving_default", "--inputs", f"image_bytes={inputs}"],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr[-2000:]

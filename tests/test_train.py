@@ -3,6 +3,7 @@ mixed precision works, and the schedule/weights/stop rules do what they say (dis
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tltrain import models, run_dir, train
+from tltrain import models, reporting, run_dir, train
+from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 
 
@@ -37,7 +39,7 @@ def test_schedule_warms_up_then_decays_per_phase():
     assert float(train.PhaseSchedule(0.5, 100, 0, "constant")(99)) == 0.5
 
 
-def test_phases_and_precision_follow_the_flags():
+def test_phases_follow_the_flags():
     cfg = RunConfig()
     cfg.train = dataclasses.replace(cfg.train, epochs=2, fine_tune_epochs=3, learning_rate=0.01)
     assert train.plan_phases(cfg, replicas=1) == [train.Phase("transfer", 2, 0.01), train.Phase("fine_tune", 3, 0.001)]
@@ -45,13 +47,21 @@ def test_phases_and_precision_follow_the_flags():
     assert train.plan_phases(cfg, replicas=4) == [train.Phase("transfer", 2, 0.04), train.Phase("fine_tune", 3, 0.008)]
     cfg.train = dataclasses.replace(cfg.train, freeze="none", fine_tune_epochs=0, scale_learning_rate="none")
     assert train.plan_phases(cfg, replicas=1) == [train.Phase("full", 2, 0.01)]
+
+
+def test_precision_follows_the_flag_and_auto_picks_the_accelerators_fast_type():
     default = tf.distribute.get_strategy()
-    assert train.resolve_precision("bfloat16", default) == "mixed_bfloat16"
-    assert train.resolve_precision("float16", default) == "mixed_float16"
-    assert train.resolve_precision("none", default) == "float32"
+    assert strategy_lib.resolve_precision("bfloat16", default) == "mixed_bfloat16"  # on any device, when asked
+    assert strategy_lib.resolve_precision("float16", default) == "mixed_float16"
+    assert strategy_lib.resolve_precision("none", default) == "float32"
+    assert strategy_lib.auto_precision("TPU") == "mixed_bfloat16"
+    assert strategy_lib.auto_precision("GPU", (8, 0)) == strategy_lib.auto_precision("GPU", (7, 0)) == "mixed_float16"
+    assert strategy_lib.auto_precision("GPU", (6, 1)) == strategy_lib.auto_precision("GPU", None) == "float32"
+    assert strategy_lib.auto_precision("CPU") == "float32"  # whatever the CPU's bf16 instructions
     if not tf.config.list_physical_devices("GPU"):
-        native = train._cpu_has_native_bf16()
-        assert train.resolve_precision("auto", default) == ("mixed_bfloat16" if native else "float32")
+        assert strategy_lib.resolve_precision("auto", default) == "float32"
+    with pytest.raises(ValueError, match="--mixed_precision=fp8: expected auto, float16, bfloat16, none"):
+        strategy_lib.resolve_precision("fp8", default)
 
 
 def test_balanced_class_weights_come_from_the_training_counts(tmp_path, color_records):
@@ -62,8 +72,11 @@ def test_balanced_class_weights_come_from_the_training_counts(tmp_path, color_re
 
 
 @pytest.mark.slow
-def test_loss_falls_and_accuracy_ends_well_above_chance(tmp_path, color_records):
-    cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=5, learning_rate=3e-3)
+def test_loss_falls_and_accuracy_ends_well_above_chance(tmp_path, color_records, capsys):
+    """Also what the run reports: metrics.jsonl holds every epoch and evaluation as the history does, and with
+    output that is not a terminal, progress lines inside every epoch and evaluation (--progress_seconds)."""
+    cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=5, learning_rate=3e-3,
+                       progress_seconds=1e-6)
     result = train.train(train.prepare(cfg))
     history = result["history"]
     assert result["step"] == 5 * 6 and len(history) == 5
@@ -72,6 +85,24 @@ def test_loss_falls_and_accuracy_ends_well_above_chance(tmp_path, color_records)
     assert 0.0 <= history[-1]["input_wait_share"] <= 1.0 and history[-1]["images_per_second"] > 0
     assert (tmp_path / "run" / "config.json").exists() and (tmp_path / "run" / "labels.txt").read_text() == \
         "red\ngreen\nblue\n"
+
+    records = reporting.read_metrics(str(tmp_path / "run"))
+    assert [(r["event"], r["epoch"], r["step"]) for r in records] == \
+        [(event, epoch, 6 * epoch) for epoch in range(1, 6) for event in ("epoch", "evaluation")]
+    logged_history = reporting.epoch_history(records)
+    for logged, returned in zip(logged_history, history):
+        assert logged == pytest.approx({**logged, **returned}) and logged["seconds"] > 0 and logged["epochs"] == 5
+    learning_rates = [epoch["learning_rate"] for epoch in logged_history]  # cosine decay to 0 over the phase
+    assert 0 < learning_rates[0] < 3e-3 and learning_rates == sorted(learning_rates, reverse=True)
+    assert learning_rates[-1] == 0
+    assert all(r["count"] == 36 and r["split"] == "validation" for r in records if r["event"] == "evaluation")
+
+    out = capsys.readouterr().out
+    for epoch in range(1, 6):  # 6 steps, 3 validation batches: a line after each but the last
+        for step in range(1, 6):
+            assert re.search(rf"^\[full\] step {step}/6 of epoch {epoch}/5 - loss \d+\.\d{{4}} - img/s [\d.]+ - "
+                             r"ETA \d+:\d\d$", out, re.MULTILINE), out
+    assert out.count("[full] validation step 2/3 - ETA ") == 5 and "step 6/6" not in out
 
 
 @pytest.mark.slow
@@ -167,6 +198,10 @@ def test_sigkill_during_fine_tuning_then_rerun_ends_at_the_same_step(tmp_path, c
     assert final.get_tensor("phase/.ATTRIBUTES/VARIABLE_VALUE") == 1
     assert final.get_tensor("optimizer_fine_tune/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 12
     assert final.get_tensor("optimizer_transfer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 4
+    # metrics.jsonl: the killed run's records up to its checkpoint, then the resumed run's, each epoch once
+    records = reporting.read_metrics(str(model_dir))
+    epochs = [(r["phase"], r["epoch"], r["step"]) for r in records if r["event"] == "epoch"]
+    assert epochs == [("transfer", 1, 4), ("fine_tune", 1, 8), ("fine_tune", 2, 12), ("fine_tune", 3, 16)]
 
 
 @pytest.mark.slow

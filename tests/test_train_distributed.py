@@ -17,7 +17,8 @@ MATCH_SCRIPT = """
 import json
 import numpy as np
 import tensorflow as tf
-from tltrain import strategy as strategy_lib, train
+from tltrain import steps, strategy as strategy_lib, train
+from tltrain.job import Job, Phase
 from tltrain.config import RunConfig, StrategyConfig
 
 strategy_lib.configure_cpu_devices(2)
@@ -32,9 +33,9 @@ labels = rng.integers(0, 3, [2, 8]).astype(np.int32)
 runs = {}
 for name in ("default", "mirrored"):
     strategy = strategy_lib.make_strategy(StrategyConfig(strategy=name))
-    job = train.Job(cfg, strategy, ["a", "b", "c"], [5, 3, 1], 10, 0, [train.Phase("transfer", 1, 0.01)], "float32")
+    job = Job(cfg, strategy, ["a", "b", "c"], [5, 3, 1], 10, 0, [Phase("transfer", 1, 0.01)], "float32")
     model, augmenter, optimizers = train._build(job)
-    step = train.make_train_function(job, model, optimizers["transfer"], augmenter, train._class_weights(job))
+    step = steps.make_train_function(job, model, optimizers["transfer"], augmenter, train._class_weights(job))
     per_replica = 8 // strategy.num_replicas_in_sync
 
     def shard(context):

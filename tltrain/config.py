@@ -79,12 +79,13 @@ class TrainConfig:
     steps_per_execution: int = 1  # train steps per tf.function call (>1 for TPUs)
     checkpoint_steps: int = 0  # 0: only at the end of each epoch
     stop_at_accuracy: float = 0.0  # 0: never stop early
-    mixed_precision: str = "auto"  # auto | float16 | bfloat16 | none
+    mixed_precision: str = "auto"  # auto (float16 on GPUs of capability 7.0+, bfloat16 on TPUs, else float32) | float16 | bfloat16 | none
     scale_learning_rate: str = "none"  # none | linear (with the number of replicas)
     profile_steps: tuple[int, int] | None = None
     seed: int = 0
     num_classes: int = 0  # 0: from the records; else it must match them (a check against the wrong records)
     log_steps: int = 0  # write training summaries every N steps; 0: once per epoch
+    progress_seconds: float = 30.0  # progress in an epoch: a bar on a terminal, else a line every N seconds; 0: none
     eval_split: str = ""  # --mode=evaluate: this split; "" = test when the records have one, else validation
     export_dir: str = ""  # --mode=export: where to write; "" = model_dir/export
     export_tflite: bool = False  # --mode=export: also write model.tflite

@@ -29,6 +29,7 @@ from tltrain.dataset_metadata import DatasetMetadata
 log = logging.getLogger(__name__)
 
 DATA_SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
+PADDING_LABEL = -1  # the label of the examples that pad evaluation batches to equal counts per pipeline
 _READ_BUFFER_BYTES = 8 << 20  # per open shard; large reads matter on gs://
 _MAX_CYCLE_LENGTH = 16  # shards read at once by one training pipeline
 
@@ -405,21 +406,29 @@ def make_eval_dataset(cfg: DataConfig, image_size: int, split: str = "validation
                       input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """(uint8 [b,H,W,3], int32 [b]) batches, centre-cropped, each example of `split` exactly once over all
     input pipelines. Every pipeline yields the same number of batches, eval_steps() steps' worth, padded at the
-    end with zero images labelled -1 (which the evaluator must mask out)."""
+    end with zero images labelled PADDING_LABEL (which the evaluator must mask out)."""
     context = _context(input_context)
-    batch = context.get_per_replica_batch_size(cfg.batch_size)
     source = _source(cfg)
     examples, count = source.eval_examples(split, context)
-    batches_per_step = context.num_replicas_in_sync // context.num_input_pipelines
-    total = math.ceil(source.count(split) / cfg.batch_size) * batches_per_step * batch
     images = examples.map(lambda *e: _eval_pair(source.to_pair(*e), image_size, cfg),
                           num_parallel_calls=_parallel_calls(cfg, training=False))
     if cfg.cache:
         images = images.cache()
-    padding = tf.data.Dataset.from_tensors(
-        (tf.zeros([image_size, image_size, 3], tf.uint8), tf.constant(-1, tf.int32))).repeat(total - count)
-    batches = images.concatenate(padding).batch(batch, drop_remainder=True)
+    blank = tf.zeros([image_size, image_size, 3], tf.uint8)
+    batches = pad_eval_batches(images, count, source.count(split), blank, cfg.batch_size, context)
     return batches.prefetch(2).with_options(_options(training=False))
+
+
+def pad_eval_batches(examples: tf.data.Dataset, count: int, split_count: int, blank: tf.Tensor, global_batch: int,
+                     context: tf.distribute.InputContext) -> tf.data.Dataset:
+    """One input pipeline's `count` (example, label) pairs of a split of `split_count`, batched and padded at the
+    end with `blank` examples labelled PADDING_LABEL, so that every pipeline yields the same number of full
+    batches: ceil(split_count / global_batch) steps' worth (a collective step needs every replica)."""
+    batch = context.get_per_replica_batch_size(global_batch)
+    batches_per_step = context.num_replicas_in_sync // context.num_input_pipelines
+    total = math.ceil(split_count / global_batch) * batches_per_step * batch
+    padding = tf.data.Dataset.from_tensors((blank, tf.constant(PADDING_LABEL, tf.int32))).repeat(total - count)
+    return examples.concatenate(padding).batch(batch, drop_remainder=True)
 
 
 def _eval_pair(pair, image_size: int, cfg: DataConfig):

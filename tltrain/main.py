@@ -7,25 +7,19 @@ config field is a new flag with no second list to keep in step. `--augment` is A
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import inspect
+import logging
 import os
+import re
+import sys
+import typing
 
-# Before TensorFlow is imported anywhere: oneDNN is off by default on some CPUs and was measured 10-48%
-# faster here; the C++ log noise helps nobody at the console.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags
+from absl import logging as absl_logging
 
-import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
-import inspect  # noqa: E402
-import logging  # noqa: E402
-import re  # noqa: E402
-import sys  # noqa: E402
-import typing  # noqa: E402
-
-from absl import app, flags  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
-
-from tltrain import config as config_lib  # noqa: E402
+from tltrain import config as config_lib
 
 MODES = ("train", "evaluate", "export", "predict")
 SECTIONS = (  # train first: its `seed` (an int, default 0) defines the one --seed flag

@@ -8,20 +8,15 @@ evaluation and the bytes serving signature give.
 
 from __future__ import annotations
 
-import os
+import posixpath
+import sys
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
 
-import posixpath  # noqa: E402
-import sys  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from tltrain import data, run_dir  # noqa: E402
-from tltrain import export as export_lib  # noqa: E402
-from tltrain.config import RunConfig  # noqa: E402
+from tltrain import data, run_dir
+from tltrain import export as export_lib
+from tltrain.config import RunConfig
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 

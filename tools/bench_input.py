@@ -40,7 +40,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tools"))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tltrain  # noqa: E402,F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
 
 from absl import app, flags  # noqa: E402
 

@@ -15,8 +15,8 @@ import os
 import posixpath
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tltrain  # noqa: E402,F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
 
 from absl import app, flags  # noqa: E402
 
