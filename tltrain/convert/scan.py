@@ -24,6 +24,7 @@ class Source:
     class_name: str
     split: str | None  # the given split in the pre-split layout
     size: int
+    real: str  # its real path: links resolved
 
 
 @dataclasses.dataclass
@@ -46,9 +47,9 @@ def display_name(path: str) -> str:
 
 
 def _walk(root: str):
-    """Every file under root as (rel parts, absolute path, stat or OSError), sorted, links followed. A folder
-    reached twice (two links to it) is walked twice, so scan() sees every name of every file; only a link
-    back to a folder it is inside of (a loop) is not followed."""
+    """Every file under root as (rel parts, path, stat or OSError, real path), sorted, links followed. A
+    folder reached twice (two links to it) is walked twice, so scan() sees every name of every file; only a
+    link back to a folder it is inside of (a loop) is not followed."""
     problems = []
     chains = {root: (os.path.realpath(root),)}  # folder -> real paths of it and the folders above it
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=problems.append):
@@ -65,12 +66,16 @@ def _walk(root: str):
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             try:
-                yield parts + (name,), path, os.stat(path)
+                info = os.lstat(path)  # a file that is no link: its real path is its folder's, without a syscall
+                if stat_module.S_ISLNK(info.st_mode):
+                    yield parts + (name,), path, os.stat(path), os.path.realpath(path)
+                else:
+                    yield parts + (name,), path, info, os.path.join(chain[-1], name)
             except OSError as error:
-                yield parts + (name,), path, error
+                yield parts + (name,), path, error, path
     for error in problems:  # folders os.walk could not list
         rel = os.path.relpath(error.filename, root).split(os.sep)
-        yield tuple(rel), error.filename, error
+        yield tuple(rel), error.filename, error, error.filename
 
 
 def _check_class_name(name: str, folder: str):
@@ -90,7 +95,7 @@ def _resolve_links(sources: list[Source], real_src: str) -> tuple[list[Source], 
     sources kept, the skipped entries, and the links to files outside --src (read, and reported)."""
     by_real = {}
     for source in sources:
-        by_real.setdefault(os.path.realpath(source.path), []).append(source)
+        by_real.setdefault(source.real, []).append(source)
     kept, skipped, outside = [], [], []
     for real, names in by_real.items():
         if not real.startswith(real_src + os.sep):
@@ -130,7 +135,7 @@ def scan(src: str) -> Scan:
                 folders[posixpath.join(split, name) if split else name] = 0
 
     sources, skipped = [], []
-    for parts, path, stat in _walk(src):
+    for parts, path, stat, real in _walk(src):
         rel = display_name("/".join(parts))
         folder = "/".join(parts[:depth])
         if any(hidden(part) for part in parts):
@@ -145,7 +150,7 @@ def scan(src: str) -> Scan:
             skipped.append({"file": rel, "reason": "zero bytes"})
         else:
             split = parts[0] if presplit else None
-            sources.append(Source(rel, path, folder, parts[depth - 1], split, stat.st_size))
+            sources.append(Source(rel, path, folder, parts[depth - 1], split, stat.st_size, real))
     sources, links_skipped, outside = _resolve_links(sources, os.path.realpath(src))
     skipped += links_skipped
     if not folders:
