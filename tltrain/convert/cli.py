@@ -10,7 +10,7 @@ import sys
 import typing
 from typing import Literal
 
-from tltrain.convert.options import ConvertError, Options, check_fields, option, scalar_type
+from tltrain.convert.options import ConvertError, Options, check_fields, option, rule, scalar_type
 from tltrain.records import METADATA_FILE
 
 PROGRAM = "make_tfrecords"
@@ -41,7 +41,9 @@ def define_flags(classes=(Command, Options)) -> None:
     for cls in classes:
         hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
-            kind, args = scalar_type(hints[field.name]), (field.name, field.default, field.metadata["help"])
+            bounded = field.metadata.get("low") is not None or field.metadata.get("high") is not None
+            help_text = field.metadata["help"] + (f" Values: {rule(field.metadata).removeprefix('must be ')}." if bounded else "")
+            kind, args = scalar_type(hints[field.name]), (field.name, field.default, help_text)
             if typing.get_origin(kind) is Literal:
                 flags.DEFINE_enum(field.name, field.default, list(typing.get_args(kind)), args[2], module_name=sys.argv[0])
                 continue

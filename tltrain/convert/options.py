@@ -19,7 +19,8 @@ def option(default, help: str, *, low=None, high=None, low_open=False, high_open
     return dataclasses.field(default=default, metadata={"help": help, **bounds})
 
 
-def _rule(metadata) -> str:
+def rule(metadata) -> str:
+    """The allowed range of a field made by option(), in words."""
     low, high = metadata["low"], metadata["high"]
     if low is not None and high is not None:
         rule = f"must be in {'(' if metadata['low_open'] else '['}{low}, {high}{')' if metadata['high_open'] else ']'}"
@@ -56,7 +57,7 @@ def check_fields(instance) -> None:
             raise ConvertError(f"--{field.name}={value!r}: must be {'a number' if numeric else kind.__name__}")
         if numeric and (field.metadata.get("low") is not None or field.metadata.get("high") is not None):
             if not _in_range(value, field.metadata):
-                raise ConvertError(f"--{field.name}={value}: {_rule(field.metadata)}")
+                raise ConvertError(f"--{field.name}={value}: {rule(field.metadata)}")
 
 
 def scalar_type(hint):
