@@ -1,11 +1,10 @@
 """Shared test setup: quiet TensorFlow logs, and fixtures used by several test files."""
 
-import os
 import pathlib
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pytest
 
-import pytest  # noqa: E402
+import tltrain  # noqa: F401  (first: TensorFlow's start-up settings and quiet start-up, as in every entry point)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -84,3 +83,19 @@ def tf_data_service():
     finally:
         worker.stop()
         dispatcher.stop()
+
+
+@pytest.fixture
+def tltrain_log(caplog):
+    """Reads what tltrain logged (INFO and up) since the last read: the lines its command line shows."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="tltrain")
+
+    class Log:
+        def read(self) -> str:
+            text = "".join(f"{record.getMessage()}\n" for record in caplog.records)
+            caplog.clear()
+            return text
+
+    return Log()

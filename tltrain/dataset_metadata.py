@@ -59,6 +59,11 @@ class DatasetMetadata:
         return len(self.class_names)
 
     @property
+    def resize_for(self) -> int:
+        """The image size the converter stored the images for (--resize_for); 0: stored at their own size."""
+        return int(self.provenance.get("resize_for") or 0)
+
+    @property
     def path(self) -> str:
         return posixpath.join(self.records_dir, METADATA_FILE)
 
