@@ -43,7 +43,7 @@ def _errors_name_arguments() -> Iterator[None]:
     settings are arguments, so the message says `top_k=-1: ...`."""
     try:
         yield
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
         message = _FLAG.sub(lambda m: m[1] if m[1] in _ARGUMENTS else m[0], str(error))
         raise type(error)(message) from None
 
@@ -88,12 +88,14 @@ def export(model_dir: str, export_dir: str = "", export_tflite: bool = False) ->
     with _errors_name_arguments():
         config.ExportConfig(export_dir=export_dir, export_tflite=export_tflite).validate()
         run_dir.load_config(model_dir)
+        run_dir.check_directory("export_dir", export_dir)
     return export_lib.export(model_dir, export_dir, export_tflite)
 
 
 def predict(model_dir: str, images: str | Sequence[str], top_k: int = 5) -> dict[str, list[tuple[str, float]]]:
     """The top_k (class name, probability) pairs of each image, most likely first, by path; folders are
-    expanded to the images in them. model_dir is a trained run or an export directory."""
+    expanded to the images in them. model_dir is a trained run or an export directory. A file that cannot be
+    read as an image is left out, with a warning line that says why."""
     import numpy as np
 
     from tltrain import predict as predict_lib
@@ -102,6 +104,7 @@ def predict(model_dir: str, images: str | Sequence[str], top_k: int = 5) -> dict
         config.PredictConfig(top_k=top_k).validate()
         predict_lib.check_model_dir(model_dir)
         paths = predict_lib.image_paths([images] if isinstance(images, str) else list(images))
-    probabilities, class_names = predict_lib.predict(model_dir, paths)
+    probabilities, class_names, failures = predict_lib.predict(model_dir, paths)
+    predict_lib.log_failures(failures, len(paths))
     return {path: [(class_names[i], float(row[i])) for i in np.argsort(-row)[:top_k]]
-            for path, row in zip(paths, probabilities)}
+            for path, row in zip(paths, probabilities) if path not in failures}

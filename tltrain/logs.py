@@ -10,30 +10,31 @@ import sys
 LOGGER = "tltrain"
 
 
-class _Stdout(logging.StreamHandler):
-    """The INFO lines as plain text on the current sys.stdout (notebooks and tests replace it)."""
+class _Console(logging.StreamHandler):
+    """Plain text lines: INFO on the current sys.stdout, warnings and errors on the current sys.stderr
+    (notebooks and tests replace both)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stdout
+        self.stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
         super().emit(record)
 
 
 def log_to_console() -> None:
-    """Shows tltrain's progress lines (per epoch, per phase, feature caches, results) as plain text on stdout:
-    adds a handler to the "tltrain" logger and sets it to INFO. Calling it again changes nothing."""
+    """Shows what tltrain logs on the console: progress lines (per epoch, per phase, feature caches, results)
+    as plain text on stdout, warnings on stderr. The "tltrain" logger gets its own handler, level INFO, and
+    stops passing records up to the root logger's handlers (which some libraries install, and which would
+    show every line twice). Calling it again changes nothing."""
     logger = logging.getLogger(LOGGER)
     logger.setLevel(logging.INFO)
-    if not any(isinstance(handler, _Stdout) for handler in logger.handlers):
-        handler = _Stdout()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.addFilter(lambda record: record.levelno < logging.WARNING)  # warnings go the usual way
-        logger.addHandler(handler)
+    logger.propagate = False
+    if not any(isinstance(handler, _Console) for handler in logger.handlers):
+        logger.addHandler(_Console())
 
 
 def show_on_console() -> None:
     """For the command-line tools under absl's app.run: tltrain's lines as log_to_console shows them, and
     absl's handler (on the root logger) keeps warnings and errors only, so TensorFlow's and Keras's INFO
-    lines don't drown the per-epoch lines and tltrain's are not shown twice."""
+    lines don't drown the per-epoch lines."""
     from absl import logging as absl_logging
 
     log_to_console()

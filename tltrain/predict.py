@@ -101,18 +101,23 @@ def format_top_k(path: str, probabilities: np.ndarray, class_names: list[str], k
 
 
 def print_predictions(model_dir: str, arguments: list[str], top_k: int) -> int:
-    """Prints the top-k line of every file that decodes, and on stderr one line per file that does not;
-    returns how many did not."""
+    """Logs the top-k line of every file that decodes, and a warning line per file that does not (on stderr at
+    the console); returns how many did not."""
     paths = image_paths(arguments)
     probabilities, class_names, failures = predict(model_dir, paths)
     for path, row in zip(paths, probabilities):
-        if path in failures:
-            print(f"{path}: not predicted: {failures[path]}", file=sys.stderr, flush=True)
-        else:
+        if path not in failures:
             log.info(format_top_k(path, row, class_names, top_k))
-    if failures:
-        print(f"{len(failures)} of {len(paths)} files could not be predicted", file=sys.stderr)
+    log_failures(failures, len(paths))
     return len(failures)
+
+
+def log_failures(failures: dict[str, str], total: int) -> None:
+    """A warning line per file that could not be predicted, with its reason, then how many of `total`."""
+    for path, reason in failures.items():
+        log.warning(f"{path}: not predicted: {reason}")
+    if failures:
+        log.warning(f"{len(failures)} of {total} files could not be predicted")
 
 
 def run() -> None:
