@@ -3,6 +3,7 @@
 import dataclasses
 import io
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -97,17 +98,42 @@ def test_predict_from_checkpoint_and_from_export_only_match_in_process(trained, 
     expected, _ = in_process_probabilities(model_dir, files)
     listed = predict.image_paths([files[0], str(folder / "green.png"), str(folder / "more")])
     assert listed == files
-    from_checkpoint, names = predict.predict(str(model_dir), listed)
+    from_checkpoint, names, failures = predict.predict(str(model_dir), listed)
+    assert failures == {}
     np.testing.assert_allclose(from_checkpoint, expected, atol=1e-5)
     assert names == ["red", "green", "blue"]
     export_only = tmp_path / "deployed"
     shutil.copytree(model_dir / "export", export_only)
-    from_export, names = predict.predict(str(export_only), listed)
+    from_export, names, _ = predict.predict(str(export_only), listed)
     np.testing.assert_allclose(from_export, expected, atol=1e-5)
     line = predict.format_top_k("x.jpg", from_export[0], names, 2)
     assert line.startswith("x.jpg: red ") and line.count(",") == 1
     with pytest.raises(FileNotFoundError, match="nothing.jpg: no such file"):
         predict.image_paths([str(folder / "nothing.jpg")])
+
+
+def test_predict_reports_each_bad_file_and_predicts_every_good_one(trained, images, tmp_path, tltrain_log):
+    """An empty file, text named .jpg and a JPEG cut in half, between good images: every good file gets the
+    probabilities it gets alone, each bad one a line with its reason, and the count of failures comes back."""
+    model_dir, _ = trained
+    _, files = images
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    whole = open(files[0], "rb").read()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    bad = [str(tmp_path / name) for name in ("empty.png", "notes.jpg", "cut.jpg")]
+    mixed = [files[0], bad[0], files[1], bad[1], bad[2], files[2]]
+    expected, _ = in_process_probabilities(model_dir, files)
+    probabilities, _, failures = predict.predict(str(model_dir), mixed)
+    np.testing.assert_allclose(probabilities[[0, 2, 5]], expected, atol=1e-5)
+    assert np.isnan(probabilities[[1, 3, 4]]).all() and sorted(failures) == sorted(bad)
+    assert "cannot identify image file" in failures[bad[0]] and "cannot identify" in failures[bad[1]]
+    assert failures[bad[2]]  # TensorFlow's decode error for the truncated JPEG
+    assert predict.print_predictions(str(model_dir), mixed, 1) == 3
+    out, err = tltrain_log.read(logging.INFO), tltrain_log.read(logging.WARNING)
+    assert [line.split(":")[0] for line in out.splitlines()] == [files[0], files[1], files[2]]
+    assert [line.split(": not predicted: ")[0] for line in err.splitlines()[:3]] == bad
+    assert err.splitlines()[3] == "3 of 6 files could not be predicted"
 
 
 def test_evaluate_writes_metrics_per_class_report_and_confusion_matrix(trained, color_records):
@@ -153,9 +179,11 @@ def test_saved_model_cli_and_predict_command_line(trained, images, tmp_path):
     values = np.array([float(v) for v in printed.replace("[", " ").replace("]", " ").split()])
     np.testing.assert_allclose(values, expected[0], atol=1e-5)
 
+    (tmp_path / "notes.jpg").write_text("not a picture")
     command = subprocess.run([sys.executable, "-m", "tltrain.predict", f"--model_dir={model_dir}", "--top_k=2",
-                              str(folder)], capture_output=True, text=True, timeout=120)
-    assert command.returncode == 0, command.stderr[-2000:]
+                              str(folder), str(tmp_path / "notes.jpg")], capture_output=True, text=True, timeout=120)
+    assert command.returncode == 1, command.stderr[-2000:]  # one file failed, every other one is predicted
+    assert f"{tmp_path / 'notes.jpg'}: not predicted: not an image Pillow can read" in command.stderr
     top1 = dict(line.split(": ")[0:2] for line in command.stdout.strip().splitlines())
     assert list(top1) == sorted(files)  # a folder is listed recursively, in sorted order
     assert {path: top1[path].split()[0] for path in files} == dict(zip(files, ["red", "green", "blue"]))

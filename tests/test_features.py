@@ -116,28 +116,28 @@ def test_head_model_shares_the_classifiers_head_weights():
 
 
 @pytest.mark.slow
-def test_cache_is_built_once_reused_by_later_runs_and_rebuilt_when_inputs_change(tmp_path, color_records, capsys):
+def test_cache_is_built_once_reused_by_later_runs_and_rebuilt_when_inputs_change(tmp_path, color_records, tltrain_log):
     cache = tmp_path / "cache"
     first = cached_config(color_records, tmp_path / "a", epochs=1, feature_cache_dir=str(cache))
     train.train(train.prepare(first))
     built = entries(cache)
     assert sorted(name.split("-")[0] for name in built) == ["train", "validation"]
-    assert "feature cache: built" in capsys.readouterr().out
+    assert "feature cache: built" in tltrain_log.read()
 
     train.train(train.prepare(in_model_dir(first, tmp_path / "b")))
-    out = capsys.readouterr().out
+    out = tltrain_log.read()
     assert out.count("feature cache: reusing") == 2 and "feature cache: built" not in out
     assert entries(cache) == built  # same files, not rewritten
 
     other_backbone = dataclasses.replace(first, train=dataclasses.replace(first.train, model_dir=str(tmp_path / "c"),
                                                                           seed=1))  # other random weights
     train.train(train.prepare(other_backbone))
-    assert capsys.readouterr().out.count("feature cache: built") == 2
+    assert tltrain_log.read().count("feature cache: built") == 2
     other_records = write_color_records(tmp_path / "records2", {"train": 8, "validation": 4}, seed=5)
     changed = dataclasses.replace(first, data=dataclasses.replace(first.data, records_dir=str(other_records)),
                                   train=dataclasses.replace(first.train, model_dir=str(tmp_path / "d")))
     train.train(train.prepare(changed))
-    assert capsys.readouterr().out.count("feature cache: built") == 2
+    assert tltrain_log.read().count("feature cache: built") == 2
     after = entries(cache)
     assert len(after) == 6 and all(after[name] == files for name, files in built.items())
 
@@ -146,7 +146,7 @@ def test_cache_is_built_once_reused_by_later_runs_and_rebuilt_when_inputs_change
     marker.unlink()
     (marker.parent / "features-00000-of-00001.tfrecord.incomplete").write_bytes(b"left by a killed build")
     train.train(train.prepare(in_model_dir(first, tmp_path / "e")))
-    assert capsys.readouterr().out.count("feature cache: built") == 1 and marker.exists()
+    assert tltrain_log.read().count("feature cache: built") == 1 and marker.exists()
     assert not list(cache.glob("*/*.incomplete"))
 
 
@@ -212,16 +212,16 @@ def test_augmented_views_are_stored_with_the_centre_crops(tmp_path, color_record
     assert history[-1]["val_accuracy"] > 1 / 3
 
 
-def test_max_seconds_stops_training_with_a_checkpoint(tmp_path, color_records, capsys):
+def test_max_seconds_stops_training_with_a_checkpoint(tmp_path, color_records, tltrain_log):
     cfg = cached_config(color_records, tmp_path / "run", cache_features=False, epochs=50, max_seconds=0.001)
     result = train.train(train.prepare(cfg))
     assert result["step"] == 1 and len(result["history"]) == 1
-    assert "--max_seconds=0.001: stopping at step 1" in capsys.readouterr().out
+    assert "--max_seconds=0.001: stopping at step 1" in tltrain_log.read()
     assert run_dir.checkpoint_step(str(tmp_path / "run")) == 1
 
 
 @pytest.mark.slow
-def test_fine_tune_on_cached_activations_trains_the_classifiers_top_layers(tmp_path, color_records, capsys):
+def test_fine_tune_on_cached_activations_trains_the_classifiers_top_layers(tmp_path, color_records, tltrain_log):
     """--cache_fine_tune: phase 2 on stored activations below --fine_tune_at (here with no phase 1) trains the
     classifier's own top blocks and head: --mode=evaluate on images matches the cached validation exactly."""
     cfg = cached_config(color_records, tmp_path / "run", epochs=0, fine_tune_epochs=4, fine_tune_at="block_13",
@@ -233,7 +233,7 @@ def test_fine_tune_on_cached_activations_trains_the_classifiers_top_layers(tmp_p
     backbone = before.get_layer("backbone")
     from_cut = {layer.name for layer in backbone.layers[models.fine_tune_start(backbone, cfg.model, "block_13"):]}
     history = train.train(job)["history"]
-    assert "feature cache: built" in capsys.readouterr().out
+    assert "feature cache: built" in tltrain_log.read()
     cache = {d.name.split("-")[0]: features.read_entry(str(d)) for d in (tmp_path / "run" / "feature_cache").iterdir()}
     assert sorted(cache) == ["train", "validation"] and cache["train"].count == 96
     assert '"cut": "block_12_add"' in (pathlib.Path(cache["train"].directory) / features.MARKER_FILE).read_text()
@@ -250,10 +250,10 @@ def test_fine_tune_on_cached_activations_trains_the_classifiers_top_layers(tmp_p
     report = evaluate.evaluate(eval_cfg, split, tf.distribute.get_strategy())
     assert report["count"] == 36 and report["accuracy"] == pytest.approx(history[-1]["val_accuracy"])
 
-    capsys.readouterr()
+    tltrain_log.read()
     longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fine_tune_epochs=5))
     assert len(train.train(train.prepare(longer))["history"]) == 1  # resumed after epoch 4, top layers trained
-    assert "feature cache: reusing" in capsys.readouterr().out  # the layers below the cut did not change
+    assert "feature cache: reusing" in tltrain_log.read()  # the layers below the cut did not change
 
     bad_cut = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model_dir=str(tmp_path / "bad"),
                                                                  fine_tune_at="block_14_depthwise"))

@@ -3,7 +3,7 @@ mixed precision works, and the schedule/weights/stop rules do what they say (dis
 
 import dataclasses
 import os
-import contextlib
+import logging
 import io
 import pathlib
 import re
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tltrain import models, reporting, run_dir, train
+from tltrain import checkpoints, model_dir_lock, models, reporting, run_dir, train
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 
@@ -87,8 +87,16 @@ def runs_by_precision(tmp_path_factory, color_records):
         cfg = small_config(color_records, tmp_path_factory.mktemp(precision) / "run", freeze="none", epochs=5,
                            learning_rate=3e-3, mixed_precision=precision, progress_seconds=1e-6)
         job = train.prepare(cfg)
-        with contextlib.redirect_stdout(io.StringIO()) as printed:
+        printed = io.StringIO()
+        handler = logging.StreamHandler(printed)
+        logger = logging.getLogger("tltrain")
+        level, logger.level = logger.level, logging.INFO
+        logger.addHandler(handler)
+        try:
             result = train.train(job)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
         runs[precision] = cfg, job, result, printed.getvalue()
     return runs
 
@@ -171,13 +179,13 @@ def test_transfer_freezes_the_backbone_and_fine_tune_only_its_top_with_batchnorm
 
 
 @pytest.mark.slow
-def test_stop_at_accuracy_ends_the_run_and_a_rerun_does_nothing(tmp_path, color_records, capsys):
+def test_stop_at_accuracy_ends_the_run_and_a_rerun_does_nothing(tmp_path, color_records, tltrain_log):
     cfg = small_config(color_records, tmp_path / "run", freeze="none", epochs=3, stop_at_accuracy=0.01)
     first = train.train(train.prepare(cfg))
     assert first["stopped_early"] and first["step"] == 6 and len(first["history"]) == 1
     again = train.train(train.prepare(cfg))
     assert again["step"] == 6 and again["history"] == []
-    assert "run already stopped early" in capsys.readouterr().out
+    assert "run already stopped early" in tltrain_log.read()
 
 
 def _main(*args):
@@ -234,3 +242,95 @@ def test_training_through_an_in_process_tf_data_service_learns(tmp_path, color_r
     history = train.train(train.prepare(cfg))["history"]
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     assert history[-1]["val_accuracy"] >= 0.8  # chance is 1/3
+
+
+HOLD_LOCK = """
+import sys, time
+from tltrain import model_dir_lock
+with model_dir_lock.exclusive(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_run_on_a_model_dir_refuses_and_a_killed_holder_does_not_block(tmp_path, color_records):
+    """While another process holds model_dir's lock (what a training run takes), a run refuses in one line naming
+    the holder's pid before writing anything; once the holder is killed with SIGKILL the same run trains, and
+    releases the lock when it ends."""
+    model_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(model_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        job = train.prepare(small_config(color_records, model_dir, freeze="none", epochs=1, steps_per_epoch=2))
+        with pytest.raises(model_dir_lock.ModelDirInUse) as refused:
+            train.train(job)
+        message = str(refused.value)
+        assert f"--model_dir={model_dir}: another training run is writing there (pid {holder.pid} on" in message
+        assert "\n" not in message and sorted(p.name for p in model_dir.iterdir()) == ["train.lock"]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert train.train(job)["step"] == 2
+    with model_dir_lock.exclusive(str(model_dir)):  # released at the end of the run
+        pass
+
+
+def test_the_lease_lock_of_object_stores_refuses_a_live_holder_and_takes_over_a_dead_or_silent_one(tmp_path):
+    """A URL model_dir (file:// standing in for gs://) gets the lease file: a second holder refuses while the first
+    holds it; the lease goes away with its holder; a lease whose holder's process is gone (same host) or that
+    was not renewed for LEASE_EXPIRY_S (other host) is taken over; another host's fresh lease is respected."""
+    import json
+    import socket
+    import time
+
+    model_dir = f"file://{tmp_path / 'run'}"
+    lock_file = tmp_path / "run" / model_dir_lock.LOCK_FILE
+    with model_dir_lock.exclusive(model_dir):
+        assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+        with pytest.raises(model_dir_lock.ModelDirInUse, match=f"another training run is writing there .pid {os.getpid()}"):
+            with model_dir_lock.exclusive(model_dir):
+                pass
+    assert not lock_file.exists()
+    dead_pid = subprocess.Popen([sys.executable, "-c", ""])  # a pid that no longer runs
+    dead_pid.wait()
+    other_host = "not-" + socket.gethostname()
+    for holder, renewed_ago, taken in ((socket.gethostname(), 0, True), (other_host, 0, False),
+                                       (other_host, model_dir_lock.LEASE_EXPIRY_S + 1, True)):
+        lock_file.write_text(json.dumps({"host": holder, "pid": dead_pid.pid, "renewed": time.time() - renewed_ago}))
+        if taken:
+            with model_dir_lock.exclusive(model_dir):
+                pass
+        else:
+            with pytest.raises(model_dir_lock.ModelDirInUse, match=f"pid {dead_pid.pid} on {other_host}"):
+                with model_dir_lock.exclusive(model_dir):
+                    pass
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_newest_that_reads(tmp_path, color_records, tltrain_log):
+    """ckpt-3's data file cut in half: the re-run says so, resumes from ckpt-2 and ends where it should;
+    evaluate/export/predict's load_trained falls back the same way."""
+    model_dir = tmp_path / "run"
+    cfg = small_config(color_records, model_dir, freeze="none", epochs=1, steps_per_epoch=3, checkpoint_steps=1)
+    cfg.data.validation_split = ""
+
+    def steps() -> list[int]:
+        return sorted(int(path.rsplit("-", 1)[1]) for path in checkpoints.newest_first(str(model_dir / "checkpoints")))
+
+    train.train(train.prepare(cfg))
+    assert steps() == [1, 2, 3]
+    (data_file,) = (model_dir / "checkpoints").glob("ckpt-3.data-*")
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    tltrain_log.read()
+
+    cfg.train.epochs = 2
+    assert train.train(train.prepare(cfg))["step"] == 6
+    out = tltrain_log.read()
+    newest = f"{model_dir}/checkpoints/ckpt-3: cannot be read (Read less bytes than requested); trying the checkpoint"
+    assert newest in out
+    assert f"resumed from {model_dir}/checkpoints/ckpt-2\n" in out
+    assert steps() == [4, 5, 6]
+
+    for path in (model_dir / "checkpoints").glob("ckpt-6.*"):  # a truncated index: the same fallback
+        path.write_bytes(path.read_bytes()[:10])
+    run_dir.load_trained(str(model_dir))
+    assert f"restored {model_dir}/checkpoints/ckpt-5, the newest checkpoint that reads" in tltrain_log.read()

@@ -17,15 +17,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from tltrain import evaluate, models, run_dir  # noqa: E402  (tltrain first: TensorFlow's start-up settings)
-from tltrain.config import RunConfig  # noqa: E402
+from tltrain import evaluate, models, run_dir  # (importing tltrain sets TensorFlow's start-up before it loads)
+from tltrain.config import RunConfig
 
 flags.DEFINE_string("model", "mobilenet_v2", "backbone (a --model of tltrain.main)")
 flags.DEFINE_integer("image_size", 160, "input size")
