@@ -4,30 +4,29 @@ Host work is only what must happen on the host: read, decode, crop, resize. The 
 bytes than float32; float32 work on the host after decoding nearly halves throughput here); augmentation and
 scaling run on the accelerator (tltrain.augment, the model's preprocess_input).
 
-Training is one iterator over a dataset repeated forever: on the 2-core machine this was built on (DESIGN.md),
+Training is one iterator over a dataset repeated forever: on the 2-core machine this was built on,
 AUTOTUNE with a fresh iterator per epoch ran 30-60% of epochs capped at half speed, one iterator over .repeat()
 never did. Evaluation is re-iterated, so it uses explicit parallelism with autotuning off, stable there too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
 import math
 import os
 import posixpath
-import re
 from collections.abc import Mapping
 
 import tensorflow as tf
 
-from tltrain import records
+from tltrain import data_service, records
 from tltrain.config import DataConfig
 
 log = logging.getLogger(__name__)
 
-DATA_SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
 PADDING_LABEL = -1  # the label of the examples that pad evaluation batches to equal counts per pipeline
 _READ_BUFFER_BYTES = 8 << 20  # per open shard; large reads matter on gs://
 _MAX_CYCLE_LENGTH = 16  # shards read at once by one training pipeline
@@ -436,8 +435,7 @@ def make_train_dataset(cfg: DataConfig, image_size: int,
             lambda *e: _train_pair(source.to_pair(*e), image_size, cfg), num_parallel_calls=calls)
     batches = images.batch(batch, drop_remainder=True)
     if cfg.data_service:
-        batches = batches.apply(tf.data.experimental.service.distribute(
-            processing_mode=_data_service_mode(cfg), service=_data_service_address(cfg)))
+        batches = data_service.distribute(batches, cfg)
     return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(training=True))
 
 
@@ -494,7 +492,9 @@ def _eval_pair(pair, image_size: int, cfg: DataConfig):
 
 def make_predict_dataset(paths: list[str], image_size: int, crop_fraction: float,
                          batch_size: int) -> tf.data.Dataset:
-    """uint8 [<=batch_size, H, W, 3] batches of the image files, in order, decoded like evaluation.
+    """(int32 [b] indices into `paths`, uint8 [b, H, W, 3] images) batches of the image files, in order,
+    decoded like evaluation. A file that cannot be read or decoded is left out (its index never comes), so one
+    bad file does not stop the others; predict_failure says why it was left out.
 
     Files TF would decode differently from the converter (TIFF, transparent or 16-bit PNG, CMYK, EXIF-rotated,
     ...) are turned into upright RGB PNG bytes with Pillow first, as the converter does for the records.
@@ -504,13 +504,25 @@ def make_predict_dataset(paths: list[str], image_size: int, crop_fraction: float
             raise FileNotFoundError(f"{path}: no such image file")
 
     def encoded_files():
-        for path in paths:
-            yield _tf_decodable_bytes(path)
+        for index, path in enumerate(paths):
+            with contextlib.suppress(ValueError, OSError, tf.errors.OpError):
+                yield index, _tf_decodable_bytes(path)
 
-    encoded = tf.data.Dataset.from_generator(encoded_files, output_signature=tf.TensorSpec([], tf.string))
-    images = encoded.map(lambda e: decode_for_eval(e, image_size, crop_fraction),
-                         num_parallel_calls=os.cpu_count() or 1)
+    encoded = tf.data.Dataset.from_generator(
+        encoded_files, output_signature=(tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.string)))
+    images = encoded.map(lambda index, e: (index, decode_for_eval(e, image_size, crop_fraction)),
+                         num_parallel_calls=os.cpu_count() or 1).ignore_errors()
     return images.batch(batch_size).prefetch(2).with_options(_options(training=False))
+
+
+def predict_failure(path: str, image_size: int, crop_fraction: float) -> str:
+    """Why make_predict_dataset left `path` out: the error of reading and decoding it alone, on one line."""
+    try:
+        decode_for_eval(tf.constant(_tf_decodable_bytes(path)), image_size, crop_fraction)
+    except (ValueError, OSError, tf.errors.OpError) as error:
+        message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+        return " ".join(message.removeprefix(f"{path}: ").split())[:200]
+    return "it decodes alone; it failed together with the others (out of memory?)"
 
 
 _TF_DECODES_AS_IS = {"JPEG", "PNG", "BMP", "WEBP"}  # Pillow format names, in modes RGB or L
@@ -537,16 +549,3 @@ def _tf_decodable_bytes(path: str) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
-
-
-def _data_service_address(cfg: DataConfig) -> str:
-    if not re.fullmatch(r"grpc://[^:/]+:\d+", cfg.data_service):
-        raise ValueError(f"--data_service={cfg.data_service}: expected grpc://HOST:PORT of a dispatcher")
-    return cfg.data_service
-
-
-def _data_service_mode(cfg: DataConfig) -> str:
-    if cfg.data_service_mode not in DATA_SERVICE_MODES:
-        raise ValueError(f"--data_service_mode={cfg.data_service_mode}: expected one of "
-                         f"{', '.join(DATA_SERVICE_MODES)}")
-    return cfg.data_service_mode

@@ -13,10 +13,12 @@ names back. A second signature, `serve_pixels`, takes uint8 [N,H,W,3] and is wha
 from __future__ import annotations
 
 import posixpath
+import sys
 
 import keras
 import tensorflow as tf
 
+import tltrain
 from tltrain import data, run_dir
 
 SAVED_MODEL_DIR = "saved_model"
@@ -69,3 +71,6 @@ def export(model_dir: str, export_dir: str = "", tflite: bool = False) -> dict[s
         with tf.io.gfile.GFile(paths["tflite"], "wb") as f:
             f.write(converter.convert())
     return paths
+
+
+sys.modules[__name__].__class__ = tltrain.ApiModule  # tltrain.export(...) calls tltrain.api.export(...)

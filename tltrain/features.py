@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import math
 import posixpath
 import time
@@ -45,6 +46,7 @@ from tltrain import evaluate as evaluate_lib
 from tltrain.config import RunConfig
 from tltrain.job import Job
 
+log = logging.getLogger(__name__)
 CACHE_DIR = "feature_cache"
 MARKER_FILE = "cache.json"
 FORMAT_VERSION = 1
@@ -57,10 +59,6 @@ _SCHEMA = {"features": tf.io.FixedLenFeature([], tf.string), "label": tf.io.Fixe
 def validate(cfg: RunConfig) -> None:
     """One-line errors for cache flags that cannot work, before anything is built."""
     t = cfg.train
-    if t.cache_augmented_views < 0:
-        raise ValueError(f"--cache_augmented_views={t.cache_augmented_views}: must be >= 0")
-    if t.max_seconds < 0:
-        raise ValueError(f"--max_seconds={t.max_seconds}: must be >= 0 (0: no limit)")
     if not t.cache_features:
         for flag in ("cache_augmented_views", "cache_fine_tune"):
             if getattr(t, flag):
@@ -353,8 +351,8 @@ def build_entry(job: Job, features: keras.Model, split: str, views: int, inputs:
         writer.abort()
         raise
     entry = read_entry(directory)
-    print(f"feature cache: built {directory} ({entry.count} vectors of {dim}, {split}, "
-          f"{time.perf_counter() - started:.1f}s)", flush=True)
+    log.info(f"feature cache: built {directory} ({entry.count} vectors of {dim}, {split}, "
+             f"{time.perf_counter() - started:.1f}s)")
     return entry
 
 
@@ -363,7 +361,7 @@ def ensure_entry(job: Job, features: keras.Model, split: str, views: int, weight
     inputs = key_inputs(job.cfg, weights_digest, job.precision, split, views, cut)
     entry = read_entry(entry_directory(job.cfg, inputs))
     if entry is not None:
-        print(f"feature cache: reusing {entry.directory} ({entry.count} vectors of {entry.dim}, {split})", flush=True)
+        log.info(f"feature cache: reusing {entry.directory} ({entry.count} vectors of {entry.dim}, {split})")
         return entry
     return build_entry(job, features, split, views, inputs)
 
@@ -416,10 +414,10 @@ def cached_task(job: Job, model: keras.Model, phase_name: str = "transfer") -> C
     views = 0 if fine_tune else cfg.train.cache_augmented_views
     resolved = augment.resolve(cfg.augment)
     if not views and any(getattr(resolved, name) for name in augment.PRESETS["none"]):
-        print(f"feature cache: {phase_name} trains on centre crops without --augment={cfg.augment.preset}"
-              + ("" if fine_tune else " (--cache_augmented_views=K stores K augmented views too)"), flush=True)
+        log.info(f"feature cache: {phase_name} trains on centre crops without --augment={cfg.augment.preset}"
+                 + ("" if fine_tune else " (--cache_augmented_views=K stores K augmented views too)"))
     elif views and (resolved.mixup_alpha or resolved.cutmix_alpha):
-        print("feature cache: the stored views are not mixed (mixup/cutmix apply to phase 2 only)", flush=True)
+        log.info("feature cache: the stored views are not mixed (mixup/cutmix apply to phase 2 only)")
     if fine_tune:
         features, head, cut = fine_tune_models(model, cfg)
     else:

@@ -14,7 +14,7 @@ from typing import Protocol
 import keras
 import tensorflow as tf
 
-from tltrain import data, features, steps
+from tltrain import data, data_service, features, steps
 from tltrain import evaluate as evaluate_lib
 from tltrain.job import Job, Phase
 
@@ -59,7 +59,7 @@ class ImageTask:
 
     def batches(self) -> Iterator:
         if self._iterator is None:
-            self._iterator = iter(self._dataset)
+            self._iterator = data_service.watched(self._dataset, self.job.cfg.data)
         return self._iterator
 
     def evaluate(self, on_step=None):

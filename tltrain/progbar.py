@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
 import keras
 
 from tltrain import strategy as strategy_lib
+
+log = logging.getLogger(__name__)
 
 
 class StepProgress:
@@ -39,7 +42,7 @@ class StepProgress:
         parts = [f"{self.prefix} step {done}/{self.total}{self.of and ' of ' + self.of}",
                  *(f"{name} {_number(value)}" for name, value in values.items()),
                  f"ETA {int(eta // 60)}:{int(eta % 60):02d}"]
-        print(" - ".join(parts), flush=True)
+        log.info(" - ".join(parts))
 
     def close(self) -> None:
         if self.bar is not None:

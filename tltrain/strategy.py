@@ -2,22 +2,25 @@
 
 The strategy is created before any dataset or model, so every variable lands in its scope. Only the chief
 of a multi-worker job writes to the real model_dir; the others write to a temporary directory (they must
-still take part in checkpoint saves, which are collective) that is removed afterwards.
+still take part in checkpoint saves, which are collective) that is removed afterwards, or by the job's
+re-run when a worker was killed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
 import shutil
 import tempfile
+import typing
 
 import tensorflow as tf
 
-from tltrain.config import StrategyConfig
+from tltrain.config import Strategy, StrategyConfig
 
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+STRATEGIES = typing.get_args(Strategy)
 # --mixed_precision values that name a Keras dtype policy outright.
 PRECISION_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16", "none": "float32"}
 
@@ -44,8 +47,7 @@ def _replica_devices() -> list[str]:
 
 def make_strategy(cfg: StrategyConfig) -> tf.distribute.Strategy:
     """The strategy named by --strategy; a ValueError with one line when it cannot be had."""
-    if cfg.strategy not in STRATEGIES:
-        raise ValueError(f"--strategy={cfg.strategy}: unknown; choose one of {', '.join(STRATEGIES)}")
+    cfg.validate()
     if cfg.strategy == "default":
         return tf.distribute.get_strategy()
     if cfg.strategy == "one_device":
@@ -89,12 +91,18 @@ def is_chief() -> bool:
 
 
 def write_dir(path: str) -> str:
-    """Where this task writes what belongs in `path`: `path` itself on the chief, a fresh temporary
-    directory elsewhere (remove it with cleanup_write_dir)."""
+    """Where this task writes what belongs in `path`: `path` itself on the chief, elsewhere an emptied
+    directory in the system temp dir (remove it with cleanup_write_dir). Its name is fixed by the task and
+    `path`, so the re-run of a job whose worker was killed (and could not clean up) removes what it left."""
     if is_chief():
         return path
     task_type, index = task()
-    return tempfile.mkdtemp(prefix=f"tltrain-{task_type}{index}-{posixpath.basename(path.rstrip('/'))}-")
+    digest = hashlib.sha256(path.encode()).hexdigest()[:12]
+    written = os.path.join(tempfile.gettempdir(),
+                           f"tltrain-{task_type}{index}-{posixpath.basename(path.rstrip('/'))}-{digest}")
+    shutil.rmtree(written, ignore_errors=True)
+    os.makedirs(written)
+    return written
 
 
 def cleanup_write_dir(path: str, written: str) -> None:

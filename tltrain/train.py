@@ -10,6 +10,7 @@ the same for all of them. Timing each execution's `next()` gives the input-wait 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import posixpath
 import time
@@ -18,10 +19,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import augment, data, features, models, phases, progbar, reporting, run_dir, steps
+from tltrain import augment, checkpoints, data, data_service, features, model_dir_lock, models, phases, progbar
+from tltrain import reporting, run_dir, steps
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 from tltrain.job import Job, Phase
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -30,9 +34,10 @@ from tltrain.job import Job, Phase
 def prepare(cfg: RunConfig) -> Job:
     """Checks every setting against the records, the model registry, an earlier run in model_dir and the
     devices, before anything is built (the strategy last: multi-worker and TPU strategies wait for their
-    cluster). Raises ValueError/FileNotFoundError with a one-line message."""
-    strategy_lib.configure_cpu_devices(cfg.strategy.num_cpu_devices)
-    t = cfg.train
+    cluster). Raises ValueError/FileNotFoundError with a one-line message. With --num_cpu_devices, call
+    strategy.configure_cpu_devices first: it changes the process's devices, so the caller decides."""
+    t = cfg.validate().train
+    run_dir.check_directory("model_dir", t.model_dir)
     image_size = models.validate(cfg.model, cfg.data.image_size)
     info = data.dataset_info(cfg.data)  # a missing dataset.json is a FileNotFoundError naming it
     train_count = info.split_counts.get(cfg.data.train_split, 0)
@@ -41,20 +46,12 @@ def prepare(cfg: RunConfig) -> Job:
         raise ValueError(f"--records_dir={cfg.data.records_dir}: no examples in split '{cfg.data.train_split}'")
     if t.num_classes and t.num_classes != info.num_classes:
         raise ValueError(f"--num_classes={t.num_classes}: the records have {info.num_classes} classes")
-    if cfg.data.batch_size < 1:
-        raise ValueError(f"--batch_size={cfg.data.batch_size}: must be >= 1")
-    if t.steps_per_execution < 1:
-        raise ValueError(f"--steps_per_execution={t.steps_per_execution}: must be >= 1")
-    if t.epochs <= 0 and t.fine_tune_epochs <= 0:
+    if t.epochs == 0 and t.fine_tune_epochs == 0:
         raise ValueError("--epochs, --fine_tune_epochs: nothing to train (both are 0)")
     if t.freeze == "none" and t.fine_tune_epochs:
         raise ValueError("--fine_tune_epochs: needs --freeze=backbone (with --freeze=none everything trains from the start)")
     if t.stop_at_accuracy and not validation_count:
         raise ValueError(f"--stop_at_accuracy: the records have no '{cfg.data.validation_split}' split to measure it on")
-    if t.progress_seconds < 0:
-        raise ValueError(f"--progress_seconds={t.progress_seconds:g}: must be >= 0 (0: no progress display)")
-    if t.profile_steps and not 0 <= t.profile_steps[0] < t.profile_steps[1]:
-        raise ValueError(f"--profile_steps={','.join(map(str, t.profile_steps))}: needs A,B with 0 <= A < B")
     remote_tpu = cfg.strategy.strategy == "tpu" and cfg.strategy.tpu not in ("", "local")
     for flag, path in (("records_dir", cfg.data.records_dir), ("model_dir", t.model_dir)):
         if remote_tpu and path and not path.startswith("gs://"):
@@ -67,6 +64,7 @@ def prepare(cfg: RunConfig) -> Job:
     run_dir.check_resume_compatible(cfg, list(info.class_names))
     data.warn_if_records_oversized(cfg.data, image_size)
     features.validate(cfg)
+    data_service.probe(cfg.data)
     _check_resumable_with(t.steps_per_execution, t.model_dir)
     if t.fine_tune_at and t.fine_tune_epochs and t.freeze == "backbone":
         _check_fine_tune_at(cfg)
@@ -94,10 +92,14 @@ def prepare(cfg: RunConfig) -> Job:
 
 def _check_resumable_with(steps_per_execution: int, model_dir: str) -> None:
     """An execution stacks steps_per_execution batches, so a resumed phase must be at a multiple of it."""
-    latest = tf.train.latest_checkpoint(posixpath.join(model_dir, run_dir.CHECKPOINT_DIR))
-    if not latest:
+    for latest in checkpoints.newest_first(posixpath.join(model_dir, run_dir.CHECKPOINT_DIR)):
+        try:  # the one a resume restores: the newest that reads
+            phase_step = int(tf.train.load_checkpoint(latest).get_tensor("phase_step/.ATTRIBUTES/VARIABLE_VALUE"))
+            break
+        except (tf.errors.OpError, IndexError):
+            continue
+    else:
         return
-    phase_step = int(tf.train.load_checkpoint(latest).get_tensor("phase_step/.ATTRIBUTES/VARIABLE_VALUE"))
     if phase_step % steps_per_execution:
         raise ValueError(f"--steps_per_execution={steps_per_execution}: {latest} is at step {phase_step} of its "
                          "phase, not a multiple of it; resume with the --steps_per_execution it was written with")
@@ -190,10 +192,9 @@ class _Progress:
         self.directory = posixpath.join(job.cfg.train.model_dir, run_dir.CHECKPOINT_DIR)
         self.write_directory = strategy_lib.write_dir(self.directory)  # a temporary one on non-chief workers
         self.manager = tf.train.CheckpointManager(checkpoint, self.write_directory, max_to_keep=3)
-        latest = tf.train.latest_checkpoint(self.directory)
+        latest = checkpoints.restore_newest(checkpoint, self.directory)
         if latest:
-            checkpoint.restore(latest).assert_nontrivial_match()
-            print(f"resumed from {latest}", flush=True)
+            log.info(f"resumed from {latest}")
         self.step, self.phase, self.phase_step, stopped = (int(v.numpy()) for v in self.variables.values())
         self.stopped_early = bool(stopped)
 
@@ -209,7 +210,7 @@ class _Progress:
         for name, value in (("step", self.step), ("phase", self.phase), ("phase_step", self.phase_step),
                             ("stopped_early", int(self.stopped_early))):
             self.variables[name].assign(value)
-        self.manager.save(checkpoint_number=self.step)
+        checkpoints.save(self.manager, self.step)
 
     def close(self) -> None:
         strategy_lib.cleanup_write_dir(self.directory, self.write_directory)
@@ -239,16 +240,24 @@ def _crossed(step: int, count: int, every: int) -> bool:
 
 
 def train(job: Job) -> dict:
-    """Runs (or resumes) every planned phase. Returns {"step", "stopped_early", "history": [one dict per epoch]}."""
+    """Runs (or resumes) every planned phase. Returns {"step", "stopped_early", "history": [one dict per epoch]}.
+    The chief holds model_dir's lock meanwhile: a second run on it is a one-line model_dir_lock.ModelDirInUse."""
+    if not strategy_lib.is_chief():
+        return _train(job)
+    with model_dir_lock.exclusive(job.cfg.train.model_dir):
+        return _train(job)
+
+
+def _train(job: Job) -> dict:
     started_at, out_of_time = time.perf_counter(), False  # --max_seconds
     cfg, strategy, t = job.cfg, job.strategy, job.cfg.train
     k, spe, global_batch = t.steps_per_execution, job.steps_per_epoch, cfg.data.batch_size
     if strategy_lib.is_chief():
         run_dir.write_run_files(t.model_dir, cfg, job.class_names)
     replicas = strategy.num_replicas_in_sync
-    print(f"{type(strategy).__name__}, {replicas} replicas, {job.precision}, global batch {global_batch} "
-          f"({global_batch // replicas} per replica), {spe} steps per epoch, {job.validation_steps} validation steps",
-          flush=True)
+    log.info(f"{type(strategy).__name__}, {replicas} replicas, {job.precision}, global batch {global_batch} "
+             f"({global_batch // replicas} per replica), {spe} steps per epoch, "
+             f"{job.validation_steps} validation steps")
     model, augmenter, optimizers = _build(job)
     progress = _Progress(job, model, optimizers)
     history: list[dict] = []
@@ -257,7 +266,7 @@ def train(job: Job) -> dict:
                  (i == progress.phase and progress.phase_step < p.epochs * spe)]
     if progress.stopped_early or not remaining:
         reason = "stopped early (--stop_at_accuracy)" if progress.stopped_early else "complete"
-        print(f"run already {reason} at step {progress.step}", flush=True)
+        log.info(f"run already {reason} at step {progress.step}")
         progress.close()
         return result
 
@@ -272,8 +281,8 @@ def train(job: Job) -> dict:
         progress.enter(index)
         total = phase.epochs * spe
         trainable = models.set_phase(model, phase.name, cfg.model, t.fine_tune_at, t.fine_tune_batchnorm)
-        print(f"[{phase.name}] {trainable} trainable backbone layers, {len(model.trainable_variables)} trainable "
-              f"variables, learning rate {phase.learning_rate:g}, {phase.epochs} epochs of {spe} steps", flush=True)
+        log.info(f"[{phase.name}] {trainable} trainable backbone layers, {len(model.trainable_variables)} trainable "
+                 f"variables, learning rate {phase.learning_rate:g}, {phase.epochs} epochs of {spe} steps")
         optimizer = optimizers[phase.name]
         task = phases.task_for(job, phase, images)
         train_steps = steps.make_train_function(job, task.model, optimizer, task.augmenter, class_weights)
@@ -309,7 +318,7 @@ def train(job: Job) -> dict:
                     progress.save()
                 if t.max_seconds and time.perf_counter() - started_at >= t.max_seconds:
                     out_of_time = True
-                    print(f"--max_seconds={t.max_seconds:g}: stopping at step {progress.step}", flush=True)
+                    log.info(f"--max_seconds={t.max_seconds:g}: stopping at step {progress.step}")
                     break
             bar.close()
             learning_rate = _learning_rate(optimizer)
@@ -323,8 +332,8 @@ def train(job: Job) -> dict:
             bar = progbar.StepProgress(f"[{phase.name}] validation", job.validation_steps, t.progress_seconds)
             validation = task.evaluate(bar.update)
             bar.close()
-            print(reporting.epoch_line(phase, epoch, progress.step, epoch_meter.seconds, train_metrics, validation,
-                                       learning_rate), flush=True)
+            log.info(reporting.epoch_line(phase, epoch, progress.step, epoch_meter.seconds, train_metrics, validation,
+                                          learning_rate))
             record = {**position, **train_metrics}
             if validation is not None:
                 summaries.evaluation(validation, job.class_names, progress.step)
@@ -334,8 +343,8 @@ def train(job: Job) -> dict:
                 record.update({f"val_{name}": value for name, value in scores.items()})
                 if t.stop_at_accuracy and validation.accuracy >= t.stop_at_accuracy:
                     progress.stopped_early = True
-                    print(f"validation accuracy {validation.accuracy:.4f} >= --stop_at_accuracy={t.stop_at_accuracy}: "
-                          "stopping", flush=True)
+                    log.info(f"validation accuracy {validation.accuracy:.4f} >= "
+                             f"--stop_at_accuracy={t.stop_at_accuracy}: stopping")
             history.append(record)
             progress.save()
         if progress.stopped_early or out_of_time:
@@ -345,7 +354,7 @@ def train(job: Job) -> dict:
     progress.close()
     result.update(step=progress.step, stopped_early=progress.stopped_early)
     if strategy_lib.is_chief():
-        print(f"done at step {progress.step}; TensorBoard: tensorboard --logdir {t.model_dir}", flush=True)
+        log.info(f"done at step {progress.step}; TensorBoard: tensorboard --logdir {t.model_dir}")
     return result
 
 

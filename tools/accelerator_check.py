@@ -33,14 +33,11 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "tools"))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tltrain  # noqa: F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-import photo_records  # noqa: E402
+import photo_records
+from shared import REPO_ROOT
 
 flags.DEFINE_list("models", None, "Models to check (default: mobilenet_v2,resnet50 on an accelerator, "
                   "mobilenet_v2 on a CPU).")
@@ -53,7 +50,7 @@ flags.DEFINE_enum("phase", "full", ["full", "transfer"], "full: every layer trai
                   "transfer: the backbone is frozen (a faster step, harder to feed).")
 flags.DEFINE_string("tpu", "", "A TPU to check (a name, or local on a TPU VM); empty: GPUs, else the CPU.")
 flags.DEFINE_bool("xla", True, "Also try the train step with jit_compile=True.")
-flags.DEFINE_string("work_dir", os.path.join(REPO, ".cache", "accelerator_check"), "Images and records go here.")
+flags.DEFINE_string("work_dir", str(REPO_ROOT / ".cache" / "accelerator_check"), "Images and records go here.")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 FLAGS = flags.FLAGS
 

@@ -23,12 +23,10 @@ import os
 import pathlib
 import shutil
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from absl import app, flags
 
-import experiment  # noqa: E402  (puts the repo on sys.path)
-from absl import app, flags  # noqa: E402
+import experiment
 
 def epoch_seconds(model_dir: pathlib.Path) -> list[float]:
     """Seconds of each phase-1 epoch's training steps, as the trainer measured them."""

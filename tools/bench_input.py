@@ -39,19 +39,17 @@ import statistics
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import tltrain  # noqa: E402,F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
+import tltrain  # noqa: F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from shared import REPO_ROOT
 
-import bench_measure  # noqa: E402
-import photo_records  # noqa: E402
-from bench_measure import Method, log  # noqa: E402
+import bench_measure
+import photo_records
+from bench_measure import Method, log
 
 flags.DEFINE_string("images_dir", None, "Image folder (D/<class>/...); default: generate photo-like JPEGs.")
-flags.DEFINE_string("work_dir", os.path.join(REPO, ".cache", "bench_input"),
+flags.DEFINE_string("work_dir", str(REPO_ROOT / ".cache" / "bench_input"),
                     "Generated images and records are kept here and reused by the next run.")
 flags.DEFINE_integer("num_images", 3000, "Images to generate when --images_dir is not given.")
 flags.DEFINE_integer("num_classes", 10, "Classes to generate when --images_dir is not given.")

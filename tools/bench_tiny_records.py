@@ -15,24 +15,19 @@ package dataset-fashion-mnist's idx file when it is installed, else from generat
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
 import statistics
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "tools"))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tltrain  # noqa: F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+import bench_measure
+from bench_measure import Method, log
+from shared import FASHION_MNIST_DIR, REPO_ROOT, fashion_mnist_files, read_fashion_mnist
 
-import bench_measure  # noqa: E402
-from bench_measure import Method, log  # noqa: E402
-
-FASHION_MNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+FASHION_MNIST = fashion_mnist_files(FASHION_MNIST_DIR, "train")[0]
 FORMATS = ("raw", "png", "jpeg")
 
 flags.DEFINE_integer("num_images", 20000, "Images written in each format.")
@@ -40,7 +35,7 @@ flags.DEFINE_integer("image_size", 28, "Output size of the tltrain pipelines.")
 flags.DEFINE_integer("batch_size", 128, "Batch size of every method.")
 flags.DEFINE_integer("passes", 3, "Timed passes per method; the median is reported.")
 flags.DEFINE_float("pass_seconds", 3.0, "About how long one timed pass of one method lasts.")
-flags.DEFINE_string("work_dir", os.path.join(REPO, ".cache", "bench_tiny_records"), "Where the records are written.")
+flags.DEFINE_string("work_dir", str(REPO_ROOT / ".cache" / "bench_tiny_records"), "Where the records are written.")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 FLAGS = flags.FLAGS
 
@@ -50,10 +45,7 @@ def tiny_images(count: int):
     import numpy as np
 
     if os.path.exists(FASHION_MNIST):
-        with gzip.open(FASHION_MNIST) as f:
-            header = np.frombuffer(f.read(16), ">i4")
-            pixels = np.frombuffer(f.read(), np.uint8).reshape(header[1], header[2], header[3])
-        return pixels[:count]
+        return read_fashion_mnist(FASHION_MNIST_DIR, "train")[0][:count]
     rng = np.random.default_rng(0)
     coarse = rng.integers(0, 256, (count, 7, 7)).astype(np.float32)
     return np.clip(np.kron(coarse, np.ones((4, 4))) + rng.normal(0, 12, (count, 28, 28)), 0, 255).astype(np.uint8)

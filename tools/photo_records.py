@@ -3,41 +3,9 @@ and their records (full size, or resized for a training size), kept in a work di
 
 from __future__ import annotations
 
-import io
-import multiprocessing
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-
-def photo_like(index: int, width: int = 500, height: int = 375) -> bytes:
-    """A JPEG that costs what a photo costs to decode: smooth colour fields, a few hard-edged shapes,
-    mid-frequency texture and sensor-like noise (about 55 KB at quality 90)."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(index)
-    base = Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
-    texture = Image.fromarray(rng.integers(0, 256, (height // 12, width // 12, 3), dtype=np.uint8))
-    picture = Image.blend(base, texture.resize((width, height), Image.BILINEAR), 0.35)
-    draw = ImageDraw.Draw(picture)
-    for _ in range(6):
-        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-        box = [x, y, x + int(rng.integers(20, 200)), y + int(rng.integers(20, 200))]
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    noisy = np.asarray(picture, np.int16) + rng.normal(0, 7, (height, width, 3)).astype(np.int16)
-    out = io.BytesIO()
-    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
-def _write_photo(job: tuple[int, str]) -> None:
-    index, path = job
-    with open(path, "wb") as f:
-        f.write(photo_like(index))
+from shared import write_photo_folder
 
 
 def photo_images(work_dir: str, num_images: int, num_classes: int, log=print) -> str:
@@ -46,13 +14,7 @@ def photo_images(work_dir: str, num_images: int, num_classes: int, log=print) ->
     done = os.path.join(images_dir, ".complete")
     if not os.path.exists(done):
         log(f"generating {num_images} photo-like 500x375 JPEGs in {images_dir} ...")
-        jobs = []
-        for index in range(num_images):
-            folder = os.path.join(images_dir, f"class_{index % num_classes:02d}")
-            os.makedirs(folder, exist_ok=True)
-            jobs.append((index, os.path.join(folder, f"{index:06d}.jpg")))
-        with multiprocessing.get_context("spawn").Pool() as pool:
-            pool.map(_write_photo, jobs, chunksize=32)
+        write_photo_folder(images_dir, num_images, num_classes)
         open(done, "w").close()
     return images_dir
 

@@ -23,10 +23,8 @@ import time
 
 from absl import app, flags
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tltrain, also when it is not installed
-
-from tltrain import console_tools  # noqa: E402  (importing tltrain sets up TensorFlow's start-up before it loads)
+from shared import REPO_ROOT as ROOT
+from tltrain import console_tools  # importing tltrain sets up TensorFlow's start-up before it loads
 
 flags.DEFINE_string("out", str(ROOT / "runs" / "sample"), "where the records, the run and the export go")
 flags.DEFINE_string("src", str(ROOT / "sample_data" / "fashion_mnist"), "image folder: <class>/<image>")
