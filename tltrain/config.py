@@ -122,7 +122,8 @@ class TrainConfig(Section):
     ema_decay: float = setting(0.0, "keep an exponential moving average of the weights (e.g. 0.999), which is what "
                                     "is validated and kept; 0: off", ge=0, lt=1)
     mixed_precision: MixedPrecision = setting("auto", "auto: float16 on GPUs of capability 7.0+, bfloat16 on TPUs, "
-                                                      "else float32")
+                                                      "float32 elsewhere, CPUs included (bfloat16 there only when "
+                                                      "asked: slower on the CPUs measured)")
     scale_learning_rate: ScaleLearningRate = setting("none", "linear: multiply the learning rates by the replicas")
     profile_steps: tuple[int, int] | None = setting(None, "A,B: a profiler trace of global steps [A, B) in "
                                                           "model_dir/train", ge=0, order="<")
