@@ -51,6 +51,7 @@ import statistics
 
 from tltrain import config, data, models, records, run_dir
 from tltrain.config import RunConfig
+from tltrain.dataset_metadata import DatasetMetadata
 
 log = logging.getLogger(__name__)
 LARGE = 20_000  # training images from which phase 2 runs on cached activations without a head phase
@@ -101,13 +102,12 @@ def source_side(cfg: RunConfig) -> int:
         return 0
     import tensorflow as tf
 
-    metadata = records.read_metadata(cfg.data.records_dir)
-    shards = [posixpath.join(cfg.data.records_dir, s["file"])
-              for s in metadata["splits"].get(cfg.data.train_split, {}).get("shards", [])]
-    if not shards:
+    metadata = DatasetMetadata.read(cfg.data.records_dir)
+    if cfg.data.train_split not in metadata.splits:
         return 0
     spec = {key: records.FEATURES[key] for key in ("image/height", "image/width")}
-    dataset = tf.data.TFRecordDataset(shards, metadata.get("compression", "") or "").take(SIZE_SAMPLE)
+    dataset = tf.data.TFRecordDataset(metadata.shard_paths(cfg.data.train_split), metadata.compression)
+    dataset = dataset.take(SIZE_SAMPLE)
     sizes = dataset.batch(SIZE_SAMPLE).map(lambda s: tf.io.parse_example(s, spec))
     sides = [min(h, w) for batch in sizes for h, w in zip(batch["image/height"].numpy(), batch["image/width"].numpy())]
     return int(statistics.median(sides)) if sides else 0
@@ -128,7 +128,7 @@ def derive(cfg: RunConfig, f: DataFacts) -> tuple[dict, list[str]]:
     floor = max(MIN_SIZE, spec.min_size)
     size = spec.default_size if not f.source_side else min(spec.default_size, max(floor, _round_up(f.source_side, 32)))
     choice["image_size"] = size
-    why.append(f"image     {size} px: the sources' short side rounded up to 32, between {floor} and "
+    why.append(f"image     {size} px: the sources' short side rounded up to 32, at least {floor}, at most "
                f"{cfg.model.model}'s {spec.default_size}")
     batch = SMALL_BATCH if n < LARGE_BATCH_FROM else LARGE_BATCH
     batch = max(8, min(batch, 2 ** int(math.log2(max(n // 2, 1)))))
@@ -228,8 +228,11 @@ def apply(cfg: RunConfig, given: set[str] | None = None) -> tuple[RunConfig, dic
 
 
 def _saved_plan(model_dir: str) -> dict:
-    text = run_dir.read_text(posixpath.join(model_dir, run_dir.CONFIG_FILE)) if model_dir else None
-    return json.loads(text).get("plan", {}) if text else {}
+    """The plan record of the run in model_dir ({}: none); a corrupt config.json is read_config's one line."""
+    path = posixpath.join(model_dir, run_dir.CONFIG_FILE)
+    if not model_dir or run_dir.read_config(path) is None:
+        return {}
+    return json.loads(run_dir.read_text(path)).get("plan", {})
 
 
 def describe(record: dict) -> str:
