@@ -135,7 +135,7 @@ def test_preprocess_modes_are_the_documented_ones():
     (ModelConfig(alpha=0.6), 0, r"ImageNet weights only for alpha in 0.35, 0.5"),
     (ModelConfig(model="simple_cnn"), 0, r"simple_cnn has no ImageNet weights: use --weights=none"),
     (ModelConfig(weights="/no/such/backbone.h5"), 0, r"--weights=/no/such/backbone.h5: no such file"),
-    (ModelConfig(dropout=1.0), 0, r"--dropout=1: must be in \[0, 1\)"),
+    (ModelConfig(dropout=1.0), 0, r"--dropout=1.0: must be in \[0, 1\)"),
     (ModelConfig(head_units=(64, 0)), 0, r"--head_units=64,0: must be >= 1"),
 ])
 def test_validate_gives_one_line_errors(cfg, size, match):

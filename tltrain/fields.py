@@ -55,13 +55,8 @@ def flag_name(field: dataclasses.Field) -> str:
 
 
 def show(value) -> str:
-    """A value as it is written on the command line: tuples comma-separated, whole floats without ".0"
-    (--epochs=2 and --max_seconds=0 read back as typed)."""
-    if isinstance(value, tuple):
-        return ",".join(map(show, value))
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    """A value as it is written on the command line (tuples comma-separated)."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 _TYPE_TEXT = {float: "a finite number", int: "an integer", bool: "True or False", str: "a string"}
