@@ -85,6 +85,10 @@ def test_a_given_schedule_keeps_the_fixed_epochs_and_plan_none_keeps_everything(
     assert not planned.train.cache_features and planned.train.freeze == "backbone" and planned.train.patience == 0
     assert planned.data.image_size == 96  # the rest is still planned
     assert plan.apply(_cfg(records, plan="none"), set()) == (_cfg(records, plan="none"), {})
+    workers = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=5),
+                                  strategy=dataclasses.replace(cfg.strategy, strategy="multi_worker"))
+    planned, _ = plan.apply(workers, {"records_dir", "weights", "strategy"})
+    assert planned.train.epochs > 0 and not planned.train.cache_features  # one process builds a cache
 
 
 def test_a_resumed_run_keeps_the_plan_saved_in_its_config(records, tmp_path):

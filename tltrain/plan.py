@@ -223,6 +223,9 @@ def apply(cfg: RunConfig, given: set[str] | None = None) -> tuple[RunConfig, dic
     overridden = sorted(set(choice) & given - set(SCHEDULE) - set(_WITH_SCHEDULE))
     if overridden:
         why = why + [f"given     --{', --'.join(overridden)} (the plan's choice for those is not used)"]
+    if cfg.strategy.strategy == "multi_worker" and "cache_features" in applied:
+        applied["cache_features"] = False  # one process builds a cache: every phase reads images instead
+        why = why + ["workers   --strategy=multi_worker: no feature cache (one process builds it)"]
     if not applied.get("cache_features", cfg.train.cache_features):
         applied["cache_fine_tune"] = False
     record = {"choices": choice, "applied": sorted(applied), "reasons": why, "check": saved.get("check", {})}
