@@ -73,7 +73,7 @@ def test_apply_reads_the_data_and_given_flags_override_their_part(records):
     assert planned.data.image_size == 64  # given
     assert planned.data.batch_size == 16 and planned.train.freeze == "none"  # planned: 60 images, no weights
     assert "image_size" not in record["applied"] and record["choices"]["image_size"] == 96
-    assert any("--image_size" in line for line in record["reasons"])
+    assert any("--image_size" in line for line in record["notes"])
     # Without a `given` set: what differs from the defaults counts as given.
     assert plan.apply(cfg)[0].data.image_size == 64
 

@@ -216,19 +216,21 @@ def apply(cfg: RunConfig, given: set[str] | None = None) -> tuple[RunConfig, dic
         if "freeze" in given and cfg.train.freeze == "none":
             data_facts = dataclasses.replace(data_facts, pretrained=False)
         choice, why = derive(cfg, data_facts)
+    notes = []  # how the given settings change the plan (the reasons are the rule's alone)
     if given & set(SCHEDULE):
-        why = why + [f"kept      the fixed-epoch schedule of --{', --'.join(sorted(given & set(SCHEDULE)))}"]
+        notes.append(f"kept      the fixed-epoch schedule of --{', --'.join(sorted(given & set(SCHEDULE)))}")
         given = given | set(SCHEDULE) | set(_WITH_SCHEDULE)
     applied = {k: v for k, v in choice.items() if k not in given}
     overridden = sorted(set(choice) & given - set(SCHEDULE) - set(_WITH_SCHEDULE))
     if overridden:
-        why = why + [f"given     --{', --'.join(overridden)} (the plan's choice for those is not used)"]
+        notes.append(f"given     --{', --'.join(overridden)} (the plan's choice for those is not used)")
     if cfg.strategy.strategy == "multi_worker" and "cache_features" in applied:
         applied["cache_features"] = False  # one process builds a cache: every phase reads images instead
-        why = why + ["workers   --strategy=multi_worker: no feature cache (one process builds it)"]
+        notes.append("workers   --strategy=multi_worker: no feature cache (one process builds it)")
     if not applied.get("cache_features", cfg.train.cache_features):
         applied["cache_fine_tune"] = False
-    record = {"choices": choice, "applied": sorted(applied), "reasons": why, "check": saved.get("check", {})}
+    record = {"choices": choice, "applied": sorted(applied), "reasons": why, "notes": notes,
+              "check": saved.get("check", {})}
     return _with(cfg, applied), record
 
 
@@ -245,7 +247,7 @@ def describe(record: dict) -> str:
     if not record:
         return "plan: none (--plan=none: the fixed defaults and the given flags)"
     lines = ["plan (automatic; every flag you give overrides its part, --plan=none turns it off):"]
-    lines += [f"  {line}" for line in record["reasons"]]
+    lines += [f"  {line}" for line in record["reasons"] + record.get("notes", [])]
     for line in record.get("check", {}).get("lines", []):
         lines.append(f"  checked   {line}")
     return "\n".join(lines)
