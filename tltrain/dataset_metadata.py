@@ -84,12 +84,10 @@ class DatasetMetadata:
     def verify(self) -> list[str]:
         """Reads every shard: its framing, both checksums of every record, and its count against dataset.json.
         One line per damaged or missing shard; [] when all are intact."""
-        import tensorflow as tf
-
         problems = []
         for name, split in self.splits.items():
             for path, shard in zip(self.shard_paths(name), split.shards):
-                if not tf.io.gfile.exists(path):
+                if not records.file_exists(path):
                     problems.append(f"{path}: missing (listed in {METADATA_FILE})")
                     continue
                 try:
@@ -165,13 +163,11 @@ class DatasetMetadata:
     @classmethod
     def read(cls, records_dir: str) -> DatasetMetadata:
         """records_dir/dataset.json (local or gs://); FileNotFoundError or MetadataError naming the file."""
-        import tensorflow as tf
-
         path = posixpath.join(records_dir, METADATA_FILE)
-        if not tf.io.gfile.exists(path):
+        if not records.file_exists(path):
             raise FileNotFoundError(f"{path}: no {METADATA_FILE}; build records with tools/make_tfrecords.py")
         try:
-            with tf.io.gfile.GFile(path, "rb") as f:
+            with records.open_file(path) as f:
                 value = json.loads(f.read().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise MetadataError(f"{path}: not valid JSON ({error}); rebuild the records with "

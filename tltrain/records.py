@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gzip
 import math
+import os
 import struct
 
 import google_crc32c
@@ -234,11 +235,27 @@ def read_records(stream, name: str):
         offset, index = offset + 16 + length, index + 1
 
 
-def count_records(path: str, compression: str = "") -> int:
-    """Records in one file (local or gs://), every checksum checked; DamagedRecords naming the file."""
+def open_file(path: str, mode: str = "rb"):
+    """A local file with open(), without importing TensorFlow (the converter's --verify stays light); gs://
+    and other URLs through tf.io.gfile."""
+    if "://" not in path:
+        return open(path, mode)
     import tensorflow as tf
 
-    with tf.io.gfile.GFile(path, "rb") as raw:
+    return tf.io.gfile.GFile(path, mode)
+
+
+def file_exists(path: str) -> bool:
+    if "://" not in path:
+        return os.path.exists(path)
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
+
+
+def count_records(path: str, compression: str = "") -> int:
+    """Records in one file (local or gs://), every checksum checked; DamagedRecords naming the file."""
+    with open_file(path) as raw:
         try:
             stream = gzip.GzipFile(fileobj=raw, mode="rb") if compression.upper() == "GZIP" else raw
             return sum(1 for _ in read_records(stream, path))
