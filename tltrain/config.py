@@ -85,9 +85,12 @@ class TrainConfig:
     seed: int = 0
     num_classes: int = 0  # 0: from the records; else it must match them (a check against the wrong records)
     log_steps: int = 0  # write training summaries every N steps; 0: once per epoch
-    eval_split: str = ""  # --mode=evaluate: this split; "" = test when the records have one, else validation
+    eval_split: str = ""  # --mode=evaluate and the export report: this split; "" = test when the records have one, else validation
     export_dir: str = ""  # --mode=export: where to write; "" = model_dir/export
-    export_tflite: bool = False  # --mode=export: also write model.tflite
+    export_tflite: tuple[str, ...] = ()  # --mode=export: TFLite variants float32,float16,int8 (a bare flag: float32)
+    quantize_samples: int = 300  # --mode=export: training images that calibrate the int8 TFLite
+    max_accuracy_drop: float = 1.0  # --mode=export: error when a format's top-1 is more points below model.keras's
+    allow_accuracy_drop: bool = False  # --mode=export: write the export anyway, past --max_accuracy_drop
     top_k: int = 5  # --mode=predict: classes printed per image
     cache_features: bool = False  # phase 1: run the frozen backbone once per example, train the head on stored features
     cache_augmented_views: int = 0  # --cache_features: also store K augmented views of each training example

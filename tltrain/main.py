@@ -135,6 +135,8 @@ def config_from_flags() -> config_lib.RunConfig:
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with a flag error as one line (absl's own handler prints two)."""
+    bare = {"--export_tflite", "-export_tflite"}  # a list flag needs a value; bare, it keeps its old meaning
+    argv = ["--export_tflite=float32" if arg in bare else arg for arg in argv]
     try:
         return FLAGS(argv)
     except flags.Error as e:
@@ -153,7 +155,7 @@ def main(argv: list[str]) -> None:
 
         print(models.describe_models())
         return
-    from tltrain import evaluate, export, predict, run_dir, train
+    from tltrain import evaluate, export, export_report, predict, run_dir, tflite, train
     from tltrain import strategy as strategy_lib
 
     mode, files = FLAGS.mode, argv[1:]
@@ -172,6 +174,10 @@ def main(argv: list[str]) -> None:
             strategy = strategy_lib.make_strategy(cfg.strategy)
         elif mode == "export":
             run_dir.load_config(model_dir)  # a trained model_dir
+            tflite.check_variants(cfg.train.export_tflite)
+            evaluate.prepare(model_dir, split=cfg.train.eval_split)  # the report's records and split
+            if "int8" in cfg.train.export_tflite and cfg.train.quantize_samples < 1:
+                raise ValueError(f"--quantize_samples={cfg.train.quantize_samples}: int8 needs at least 1")
         else:
             predict.check_model_dir(model_dir)
             predict.image_paths(files)
@@ -184,7 +190,12 @@ def main(argv: list[str]) -> None:
         print(f"{split}: accuracy {report['accuracy']:.4f}, top5 {report['top5_accuracy']:.4f}, "
               f"loss {report['loss']:.4f} over {report['count']} images; report in {model_dir}")
     elif mode == "export":
-        for what, path in export.export(model_dir, cfg.train.export_dir, cfg.train.export_tflite).items():
+        try:
+            paths = export.export(model_dir, cfg.train.export_dir, cfg.train.export_tflite, cfg.train.quantize_samples,
+                                  cfg.train.max_accuracy_drop, cfg.train.allow_accuracy_drop, cfg.train.eval_split)
+        except export_report.AccuracyDropError as e:
+            sys.exit(f"tltrain: export rejected: {e}")
+        for what, path in paths.items():
             print(f"{what}: {path}")
     else:
         predict.print_predictions(model_dir, files, cfg.train.top_k)
