@@ -53,7 +53,7 @@ def write_color_records(out_dir: pathlib.Path, per_class: dict[str, int], size: 
         for shard in range(num_shards):
             name = records.shard_name(split, shard, num_shards)
             chosen = [examples[j] for j in order[shard::num_shards]]
-            with tf.io.TFRecordWriter(str(out_dir / name)) as writer:
+            with records.RecordWriter(str(out_dir / name)) as writer:
                 for example in chosen:
                     writer.write(example)
                     digest.update(example)

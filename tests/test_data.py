@@ -39,8 +39,7 @@ def write_records(out, splits: dict[str, tuple[int, int]], compression: str = ""
         for shard in range(num_shards):
             name = records.shard_name(split, shard, num_shards)
             indices = list(range(shard, count, num_shards))
-            options = tf.io.TFRecordOptions(compression_type=compression)
-            with tf.io.TFRecordWriter(str(out / name), options) as writer:
+            with records.RecordWriter(str(out / name), compression) as writer:
                 for i in indices:
                     image_format = "jpeg" if i % 2 else "png"
                     writer.write(records.encode_example(

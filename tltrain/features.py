@@ -250,7 +250,7 @@ class _ShardWriter:
         tf.io.gfile.makedirs(directory)
         for leftover in tf.io.gfile.glob(posixpath.join(directory, "*.incomplete")):
             tf.io.gfile.remove(leftover)
-        self.writers = [tf.io.TFRecordWriter(self._temp(name)) for name in self.names]
+        self.writers = [records.RecordWriter(self._temp(name)) for name in self.names]
         self.counts = [0] * num_shards
         self.batches = 0
 

@@ -6,8 +6,12 @@ Compatible with the TensorFlow Model Garden classification decoder and the Cloud
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import posixpath
+import struct
+
+import google_crc32c
 
 METADATA_FILE = "dataset.json"
 SPLITS = ("train", "validation", "test")
@@ -139,6 +143,87 @@ def parse_example(serialized):
     import tensorflow as tf
 
     return tf.io.parse_single_example(serialized, _features())
+
+
+# ------------------------------------------------------------------------------------- TFRecord framing
+
+
+def _masked_crc32c(pieces) -> bytes:
+    crc = 0
+    for piece in pieces:
+        crc = google_crc32c.extend(crc, piece)
+    return struct.pack("<I", ((crc >> 15 | crc << 17) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def frame(pieces: tuple[bytes, ...] | list[bytes]) -> list[bytes]:
+    """TFRecord framing of the record made of `pieces`: length, its masked crc32c, data, the data's masked
+    crc32c; as pieces, so a writer hands them to writev without joining the image bytes."""
+    length = struct.pack("<Q", sum(map(len, pieces)))
+    return [length + _masked_crc32c([length]), *pieces, _masked_crc32c(pieces)]
+
+
+def gzip_writer(raw):
+    """GZIP as TensorFlow's record writer makes it (one member), reproducible: no file name, no time."""
+    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+
+
+class RecordWriter:
+    """tf.io.TFRecordWriter's write/close over tf.io.gfile (local or gs://), with the one framing above."""
+
+    def __init__(self, path: str, compression: str = ""):
+        import tensorflow as tf
+
+        self._raw = tf.io.gfile.GFile(path, "wb")
+        self._out = gzip_writer(self._raw) if compression.upper() == "GZIP" else self._raw
+
+    def write(self, record: bytes) -> None:
+        self._out.write(b"".join(frame((record,))))
+
+    def close(self) -> None:
+        if self._out is not self._raw:
+            self._out.close()
+        self._raw.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class DamagedRecords(ValueError):
+    """A record file whose framing, checksums or count is not what was written."""
+
+
+def read_records(stream, name: str):
+    """Yields every record of a TFRecord stream (a binary file object), checking both checksums of each;
+    DamagedRecords naming `name`, the record and its offset for anything cut short or corrupted."""
+    offset, index = 0, 0
+    while header := stream.read(12):
+        if len(header) < 12:
+            raise DamagedRecords(f"{name}: cut short inside the header of record {index} (byte {offset})")
+        if _masked_crc32c([header[:8]]) != header[8:]:
+            raise DamagedRecords(f"{name}: record {index} (byte {offset}): corrupted length")
+        (length,) = struct.unpack("<Q", header[:8])
+        data, crc = stream.read(length), stream.read(4)
+        if len(data) < length or len(crc) < 4:
+            raise DamagedRecords(f"{name}: cut short inside record {index} (byte {offset})")
+        if _masked_crc32c([data]) != crc:
+            raise DamagedRecords(f"{name}: record {index} (byte {offset}): corrupted data (checksum mismatch)")
+        yield data
+        offset, index = offset + 16 + length, index + 1
+
+
+def count_records(path: str, compression: str = "") -> int:
+    """Records in one file (local or gs://), every checksum checked; DamagedRecords naming the file."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "rb") as raw:
+        try:
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if compression.upper() == "GZIP" else raw
+            return sum(1 for _ in read_records(stream, path))
+        except (OSError, EOFError, gzip.BadGzipFile) as error:  # gzip: cut short or not gzip at all
+            raise DamagedRecords(f"{path}: {error or type(error).__name__}") from None
 
 
 def shard_name(split: str, index: int, count: int) -> str:

@@ -69,7 +69,7 @@ def write_subset(records_dir: str, out: pathlib.Path, max_per_class: int) -> dic
                 break
     name = records.shard_name("train", 0, 1)
     temp = out / (name + ".incomplete")
-    with tf.io.TFRecordWriter(str(temp), tf.io.TFRecordOptions(compression_type=compression)) as writer:
+    with records.RecordWriter(str(temp), compression) as writer:
         for serialized in kept:
             writer.write(serialized)
     temp.rename(out / name)

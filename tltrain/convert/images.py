@@ -1,0 +1,202 @@
+"""One source file -> the bytes to store, or the reason it cannot be stored.
+
+JPEG bytes that TensorFlow decodes as they are (8-bit baseline/progressive, gray/YCbCr/RGB, upright, complete)
+are kept byte for byte; everything else is decoded by Pillow, made upright RGB (alpha composited on white) and
+re-encoded once. Runs in the worker processes: no TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import math
+import os
+import struct
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tltrain.convert.options import Options
+
+# JPEG frame types libjpeg (inside TF) decodes: baseline, extended sequential, progressive (Huffman coded).
+TF_JPEG_FRAMES = {0xC0, 0xC1, 0xC2}
+
+
+@dataclasses.dataclass
+class Loaded:
+    """What a worker made of one file: the bytes to store, or why not."""
+
+    sha256: str = ""  # of the source file
+    encoded: bytes = b""  # emptied when the worker keeps the record (record_size says how long it is)
+    image_format: str = ""  # jpeg | png
+    height: int = 0
+    width: int = 0
+    channels: int = 0
+    encoded_sha256: str = ""
+    reason: str = ""  # set when skipped
+    detail: str = ""
+    record_size: int = 0  # bytes of its framed TFRecord record
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _exif_orientation(app1: bytes) -> int:
+    exif = Image.Exif()
+    try:
+        exif.load(app1)
+        return int(exif.get(0x0112, 1))
+    except Exception:  # unreadable EXIF: let Pillow decide below
+        return 0
+
+
+_SEGMENT = struct.Struct(">BBH")  # 0xFF, marker, segment length
+
+
+def jpeg_header(data: bytes) -> dict | None:
+    """Frame type, size, components, EXIF orientation and completeness from the marker segments.
+
+    None when the segments before the first scan are malformed or cut short. `complete` is whether an EOI
+    marker follows the first scan: inside entropy-coded data 0xFF is always stuffed, so a file cut anywhere
+    after the scan header has none.
+    """
+    i, frame, orientation = 2, None, 1
+    while i + 4 <= len(data):
+        prefix, marker, length = _SEGMENT.unpack_from(data, i)
+        if prefix != 0xFF:
+            return None
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if marker == 0xD9:
+            return None
+        end = i + 2 + length
+        if marker == 0xDA:
+            if frame is None:
+                return None
+            return dict(frame, orientation=orientation, complete=data.rfind(b"\xff\xd9", end) != -1)
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if end - i < 10 or end > len(data):
+                return None
+            precision, height, width, components = struct.unpack_from(">BHHB", data, i + 4)
+            frame = {"frame": marker, "precision": precision, "height": height, "width": width, "components": components}
+        elif marker == 0xE1 and data.startswith(b"Exif\x00\x00", i + 4):
+            orientation = _exif_orientation(data[i + 4 : end])
+        i = end
+    return None
+
+
+def _tf_decodes_as_is(header: dict | None, max_side: int) -> bool:
+    return (
+        header is not None
+        and header["frame"] in TF_JPEG_FRAMES
+        and header["precision"] == 8
+        and header["components"] in (1, 3)  # CMYK/YCCK: converted once, readers get 1- or 3-channel JPEGs
+        and header["orientation"] == 1
+        and header["complete"]
+        and header["height"] > 0
+        and (not max_side or max(header["height"], header["width"]) <= max_side)
+    )
+
+
+def _scale_16bit(image: Image.Image) -> Image.Image:
+    """16-bit gray -> 8-bit (Pillow's own convert clips at 255, turning most pixels white)."""
+    import numpy as np
+
+    pixels = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
+    return Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), "L")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB, transparent pixels composited on white."""
+    if image.mode.startswith("I"):
+        image = _scale_16bit(image)
+    if image.mode == "F":
+        raise _Unsupported("32-bit float pixels")
+    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as error:
+        raise _Unsupported(f"{image.mode} pixels") from error
+
+
+def _reencode(data: bytes, options: Options) -> tuple[bytes, str, int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        lossy_source = image.format in ("JPEG", "MPO")
+        if options.max_side and max(image.size) > options.max_side:
+            scale = options.max_side / max(image.size)
+            image.draft(image.mode, (math.ceil(image.width * scale), math.ceil(image.height * scale)))  # DCT scaling
+        image.load()
+        image = to_rgb(ImageOps.exif_transpose(image))
+    if options.max_side and max(image.size) > options.max_side:
+        scale = options.max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    if lossy_source or options.store_png_as == "jpeg":
+        image.save(buffer, "JPEG", quality=options.jpeg_quality)
+        image_format = "jpeg"
+    else:
+        image.save(buffer, "PNG")
+        image_format = "png"
+    return buffer.getvalue(), image_format, image.height, image.width
+
+
+def _looks_like_image(data: bytes) -> bool:
+    """Signature of a format Pillow reads: such a file that fails to open is corrupt, not a stray non-image."""
+    return data.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")) or (
+        data.startswith(b"RIFF") and data[8:12] == b"WEBP"
+    )
+
+
+def read_file(path: str) -> bytes:
+    """The whole file, in one read() of its size: open().read() makes ~2x the system calls (lseek, isatty)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)  # a regular file returns all that is asked for, up to its end
+        if len(data) == size:
+            return data
+        chunks = [data]  # the file changed size, or is over read()'s 2 GiB: read to the end
+        while chunk := os.read(fd, 1 << 24):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def load(path: str, options: Options) -> Loaded:
+    """Reads, hashes and checks one file; converts it when TF could not decode its bytes correctly."""
+    try:
+        data = read_file(path)
+    except OSError as error:
+        return Loaded(reason="unreadable", detail=error.strerror or type(error).__name__)
+    if not data:
+        return Loaded(reason="zero bytes")
+    sha256 = hashlib.sha256(data).hexdigest()
+    header = jpeg_header(data) if data.startswith(b"\xff\xd8\xff") else None
+    if _tf_decodes_as_is(header, options.max_side):
+        size = (header["height"], header["width"], header["components"])
+        return Loaded(sha256, data, "jpeg", *size, sha256)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about odd EXIF/metadata it then handles
+            encoded, image_format, height, width = _reencode(data, options)
+    except Image.DecompressionBombError as error:
+        return Loaded(sha256, reason="unsupported", detail=str(error).split(" could ")[0])
+    except _Unsupported as error:
+        return Loaded(sha256, reason="unsupported", detail=str(error))
+    except UnidentifiedImageError:
+        return Loaded(sha256, reason="corrupt" if _looks_like_image(data) else "not an image")
+    except Exception as error:  # Pillow decoders raise many types on bad data; every one means a bad file
+        cut = "truncat" in str(error).lower() or (header is not None and not header["complete"])
+        return Loaded(sha256, reason="truncated" if cut else "corrupt", detail=f"{type(error).__name__}: {error}")
+    return Loaded(sha256, encoded, image_format, height, width, 3, hashlib.sha256(encoded).hexdigest())
