@@ -40,7 +40,8 @@ def calibration_images(cfg: DataConfig, count: int) -> np.ndarray:
     """The first `count` images of the training split through the evaluation decode, uint8 [n, H, W, 3]. The
     converter writes examples in a seeded random order, so these are a random sample of the classes."""
     batches = data.make_eval_dataset(cfg, cfg.image_size, cfg.train_split)
-    images = batches.unbatch().filter(lambda image, label: label >= 0).map(lambda image, label: image)
+    examples = batches.unbatch().filter(lambda pixels, label: label >= 0)  # not the padding
+    images = examples.map(lambda image, _: image)
     return np.stack(list(images.take(count).as_numpy_iterator()))
 
 
