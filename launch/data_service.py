@@ -21,14 +21,19 @@ can run pipelines and read data through them. Keep the ports on a private networ
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import signal
+import socket
 import sys
 import threading
 
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
+# Printed at start: what the README's "Security" section says, for the ports this run opened.
+OPEN_PORTS_WARNING = ("listen on every network interface, without authentication: "
+                      "run this only on a private network (README.md, Security)")
 
 
 @dataclasses.dataclass
@@ -61,6 +66,10 @@ def start(
         raise ValueError(f"--worker_ports has {len(worker_ports)} ports for --num_workers={num_workers}")
     if dispatcher_address and num_workers < 1:
         raise ValueError("--dispatcher_address given with --num_workers=0: there is nothing to start")
+    if not dispatcher_address:
+        check_port_free("port", port)
+    for worker_port in worker_ports:
+        check_port_free("worker_ports", worker_port)
     import tensorflow as tf
 
     service = tf.data.experimental.service
@@ -81,6 +90,23 @@ def start(
     return DataService(address=f"grpc://{dispatcher_address}", dispatcher=dispatcher, workers=workers)
 
 
+def check_port_free(flag: str, port: int) -> None:
+    """gRPC servers bind with SO_REUSEPORT, so a server on a port another process listens on starts anyway
+    and shares it (trainers then fail with `Iteration id ... not found`): refuse such a port in one line.
+    A plain bind fails where anything listens (SO_REUSEADDR only lets it past closing connections)."""
+    if not port:
+        return
+    for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise ValueError(f"--{flag}={port}: already in use on this host (another dispatcher or worker?); "
+                                     "stop it or choose another port") from None
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -98,6 +124,9 @@ def main(argv: list[str]) -> None:
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
+    opened = "the workers' ports" if data_service.dispatcher is None else (
+        f"the dispatcher's port {data_service.address.rsplit(':', 1)[1]} and the workers' ports")
+    print(f"data_service: {opened} {OPEN_PORTS_WARNING}", file=sys.stderr, flush=True)
     role = "workers joined" if data_service.dispatcher is None else "dispatcher and workers"
     logging.info("tf.data service %s: %s, %d workers", role, data_service.address, len(data_service.workers))
     print(f"--data_service={data_service.address}", flush=True)
@@ -121,6 +150,8 @@ def define_flags() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import tltrain  # noqa: F401  (TensorFlow's start-up settings and quiet start-up; stdlib only)
+
     define_flags()
     app.run(main)

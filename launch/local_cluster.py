@@ -34,6 +34,9 @@ FLAGS = flags.FLAGS
 
 DEFAULT_MODULE = "tltrain.main"
 STOP_GRACE_S = 10.0  # after SIGTERM, how long a worker gets before SIGKILL
+# Printed at start: what the README's "Security" section says, for the ports this job opens.
+OPEN_PORTS_WARNING = ("listen on every network interface, without authentication: "
+                      "run this only on a private network (README.md, Security)")
 
 
 def free_ports(count: int) -> list[int]:
@@ -84,6 +87,8 @@ class LocalCluster:
         )
 
     def start(self) -> None:
+        ports = [address.rsplit(":", 1)[1] for address in self.tf_configs[0]["cluster"]["worker"]]
+        self._log(f"ports {', '.join(ports)} {OPEN_PORTS_WARNING}")
         self._log(f"starting {len(self.tf_configs)} workers:\n{self.describe()}")
         for i, config in enumerate(self.tf_configs):
             process = subprocess.Popen(

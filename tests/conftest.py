@@ -1,11 +1,10 @@
 """Shared test setup: quiet TensorFlow logs, and fixtures used by several test files."""
 
-import os
 import pathlib
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pytest
 
-import pytest  # noqa: E402
+import tltrain  # noqa: F401  (first: TensorFlow's start-up settings and quiet start-up, as in every entry point)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -86,3 +85,37 @@ def tf_data_service():
     finally:
         worker.stop()
         dispatcher.stop()
+
+
+@pytest.fixture(autouse=True)
+def tltrain_logger_as_found():
+    """Each test starts with the "tltrain" logger as Python makes it: a test that runs a command line
+    (tltrain.logs.show_on_console) leaves it printing to the console and not propagating."""
+    import logging
+
+    logger = logging.getLogger("tltrain")
+    found = logger.propagate, list(logger.handlers), logger.level
+    yield
+    logger.propagate, logger.handlers[:] = found[0], found[1]
+    logger.setLevel(found[2])
+
+
+@pytest.fixture
+def tltrain_log(caplog):
+    """Reads what tltrain logged (INFO and up) since the last read: the lines its command line shows."""
+    import logging
+
+    logger = logging.getLogger("tltrain")
+    caplog.set_level(logging.INFO, logger="tltrain")
+    logger.addHandler(caplog.handler)
+    logger.propagate = False  # else the root logger's capture would see every record a second time
+
+    class Log:
+        def read(self, level: int | None = None) -> str:
+            """The lines logged and not read yet (those of `level` when given), one per line."""
+            records = caplog.handler.records
+            taken = [record for record in records if level is None or record.levelno == level]
+            records[:] = [record for record in records if record not in taken]
+            return "".join(f"{record.getMessage()}\n" for record in taken)
+
+    return Log()

@@ -34,9 +34,9 @@ def test_presets_and_overrides():
     assert not augment.resolve(AugmentConfig(preset="none")).horizontal_flip
     custom = augment.resolve(AugmentConfig(preset="seed_recipe", rotation=10.0, horizontal_flip=False))
     assert (custom.rotation, custom.shift, custom.horizontal_flip) == (10.0, 0.2, False)
-    with pytest.raises(ValueError, match="--augment=bogus: expected one of none, flip, seed_recipe"):
+    with pytest.raises(ValueError, match="--augment=bogus: must be one of none, flip, seed_recipe"):
         augment.resolve(AugmentConfig(preset="bogus"))
-    with pytest.raises(ValueError, match=r"--zoom=1.5: expected a value in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"--zoom=1.5: must be in \[0, 1\)"):
         augment.resolve(AugmentConfig(zoom=1.5))
 
 

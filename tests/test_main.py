@@ -8,6 +8,8 @@ import sys
 import pytest
 
 from tltrain import main as main_lib
+from tltrain import config as config_lib
+from tltrain import fields
 from tltrain.config import RunConfig
 
 FLAGS = main_lib.FLAGS
@@ -37,11 +39,14 @@ def reset_flags():
 
 def test_every_config_field_has_a_flag_of_the_same_name():
     config = RunConfig()
-    for section in ("data", "augment", "model", "train", "strategy"):
-        for field in dataclasses.fields(getattr(config, section)):
-            name = main_lib.FLAG_NAME.get((section, field.name), field.name)
-            assert name in FLAGS, f"{section}.{field.name} has no --{name}"
-    assert main_lib.FLAG_NAME[("augment", "preset")] == "augment"
+    for section in dataclasses.fields(config):
+        for field in dataclasses.fields(getattr(config, section.name)):
+            name = fields.flag_name(field)
+            assert name in FLAGS, f"{section.name}.{field.name} has no --{name}"
+    assert "augment" in FLAGS and "preset" not in FLAGS
+    for name, setting in config_lib.settings().items():  # help and choices come from the declaration
+        assert FLAGS[name].help.endswith(setting.field.metadata["help"]), name
+    assert FLAGS["fill_mode"].parser.enum_values == ["nearest", "reflect"]
 
 
 def test_defaults_give_the_default_config():
@@ -58,7 +63,7 @@ def test_flags_and_flagfile_fill_the_config_and_it_round_trips_through_json(tmp_
     assert (cfg.model.model, cfg.model.head_units, cfg.data.crop_area_range) == ("simple_cnn", (64, 32), (0.5, 1.0))
     assert (cfg.augment.preset, cfg.data.batch_size, cfg.train.profile_steps) == ("seed_recipe", 8, (3, 5))
     assert cfg.train.seed == cfg.data.seed == cfg.augment.seed == 7
-    assert cfg.train.export_tflite == ("float32",)  # a bare --export_tflite keeps its old meaning
+    assert cfg.export.export_tflite == ("float32",)  # a bare --export_tflite keeps its old meaning
     assert RunConfig.from_json(cfg.to_json()) == cfg
 
 
@@ -73,7 +78,7 @@ def test_model_list_prints_the_registry(capsys):
 def test_malformed_flag_values_are_one_line_errors():
     assert "--optimizer=rmsprob" in error_of("--optimizer=rmsprob")
     assert "--head_units" in error_of("--head_units=64,lots")
-    assert "--crop_area_range: needs 2" in error_of("--crop_area_range=0.5")
+    assert "--crop_area_range=0.5: needs 2 comma-separated values" in error_of("--crop_area_range=0.5")
     assert "--batch_size" in error_of("--batch_size=big")
 
 
@@ -124,6 +129,73 @@ def test_other_modes_need_a_trained_model_dir(tmp_path):
     for mode in ("evaluate", "export", "predict"):
         assert "no config.json/labels.txt; train a model there first" in error_of(
             f"--mode={mode}", f"--model_dir={tmp_path}")
+
+
+def test_files_where_directories_belong_and_corrupt_files_are_one_line_errors_before_building(tmp_path, color_records):
+    """--weights naming a text file, --model_dir or --export_dir naming a file, a corrupt config.json, and a
+    tf.data service nobody serves: each one line naming the file, flag or address, before any model is built."""
+    import socket
+
+    base = [f"--records_dir={color_records}", "--model=simple_cnn", "--image_size=32"]
+    notes = tmp_path / "notes.weights.h5"
+    notes.write_text("these are not weights")
+    run = tmp_path / "run"
+    assert f"--weights={notes}: neither an HDF5 file nor a .keras archive" in error_of(
+        *base, f"--model_dir={run}", "--model=mobilenet_v2", "--alpha=0.35", f"--weights={notes}")
+    assert f"--weights={tmp_path}: cannot be read" in error_of(
+        *base, f"--model_dir={run}", "--model=mobilenet_v2", "--alpha=0.35", f"--weights={tmp_path}")
+    for mode in ("train", "evaluate", "export", "predict"):
+        assert f"--model_dir={notes}: is a file" in error_of(*base, "--weights=none", f"--mode={mode}",
+                                                             f"--model_dir={notes}")
+    assert not run.exists()
+
+    run.mkdir()
+    (run / "config.json").write_text('{"model": {"model": "simple_cnn"')  # cut short
+    (run / "labels.txt").write_text("red\ngreen\nblue\n")
+    for mode in ("train", "evaluate", "export"):
+        assert f"{run / 'config.json'}: not a tltrain config" in error_of(*base, "--weights=none", f"--mode={mode}",
+                                                                         f"--model_dir={run}")
+    (run / "config.json").write_text(RunConfig().to_json())
+    import tensorflow as tf
+
+    tf.train.CheckpointManager(tf.train.Checkpoint(step=tf.Variable(1)), str(run / "checkpoints"), 1).save()
+    assert f"--export_dir={notes}: is a file" in error_of("--mode=export", f"--model_dir={run}",
+                                                          f"--export_dir={notes}")
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    message = error_of(*base, "--weights=none", f"--model_dir={tmp_path / 'other'}",
+                       f"--data_service=grpc://127.0.0.1:{port}", "--data_service_timeout=1")
+    assert f"--data_service=grpc://127.0.0.1:{port}: no tf.data service dispatcher reachable within" in message
+    assert "--data_service_timeout=0: must be > 0" in error_of(
+        *base, "--weights=none", f"--model_dir={tmp_path / 'other'}", f"--data_service=grpc://127.0.0.1:{port}",
+        "--data_service_timeout=0")
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_a_rerun_resumes_from_the_last_good_one(tmp_path, color_records, capsys):
+    """The write of ckpt-3 fails (a file stands where SaveV2 makes its temporary directory, as a full disk
+    would fail it): main exits with one line naming the checkpoint and the one a re-run resumes from; the
+    re-run (the obstacle gone) resumes there and finishes."""
+    import tensorflow as tf
+
+    model_dir = tmp_path / "run"
+    args = [f"--records_dir={color_records}", f"--model_dir={model_dir}", "--model=simple_cnn", "--weights=none",
+            "--image_size=32", "--batch_size=16", "--freeze=none", "--epochs=1", "--steps_per_epoch=4",
+            "--checkpoint_steps=1", "--validation_split="]
+    (model_dir / "checkpoints").mkdir(parents=True)
+    obstacle = model_dir / "checkpoints" / "ckpt-3_temp"
+    obstacle.write_text("in the way")
+    message = error_of(*args)
+    assert f"{model_dir}/checkpoints: writing checkpoint ckpt-3 failed (" in message
+    assert f"a re-run resumes from {model_dir}/checkpoints/ckpt-2" in message
+    obstacle.unlink()
+    capsys.readouterr()
+    FLAGS.unparse_flags()
+    main_lib.main(main_lib._parse_flags(["tltrain", *args]))
+    out = capsys.readouterr().out
+    assert f"resumed from {model_dir}/checkpoints/ckpt-2" in out and "done at step 4" in out
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-4")
 
 
 @pytest.mark.slow

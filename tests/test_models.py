@@ -130,13 +130,13 @@ def test_preprocess_modes_are_the_documented_ones():
 @pytest.mark.parametrize("cfg, size, match", [
     (ModelConfig(model="mobilenetv9"), 0, r"unknown --model=mobilenetv9: close matches: .*mobilenet_v2"),
     (ModelConfig(model="inception_v3"), 64, r"--image_size=64 is too small for inception_v3: it needs at least 75"),
-    (ModelConfig(pooling="mean"), 0, r"--pooling=mean is not one of avg\|max\|flatten"),
+    (ModelConfig(pooling="mean"), 0, r"--pooling=mean: must be one of avg, max, flatten"),
     (ModelConfig(model="resnet50", alpha=0.5), 0, r"--alpha=0.5 only applies to the MobileNet families"),
     (ModelConfig(alpha=0.6), 0, r"ImageNet weights only for alpha in 0.35, 0.5"),
     (ModelConfig(model="simple_cnn"), 0, r"simple_cnn has no ImageNet weights: use --weights=none"),
     (ModelConfig(weights="/no/such/backbone.h5"), 0, r"--weights=/no/such/backbone.h5: no such file"),
-    (ModelConfig(dropout=1.0), 0, r"--dropout=1.0 must be in \[0, 1\)"),
-    (ModelConfig(head_units=(64, 0)), 0, r"--head_units=64,0 must be positive"),
+    (ModelConfig(dropout=1.0), 0, r"--dropout=1.0: must be in \[0, 1\)"),
+    (ModelConfig(head_units=(64, 0)), 0, r"--head_units=64,0: must be >= 1"),
 ])
 def test_validate_gives_one_line_errors(cfg, size, match):
     with one_line_error(match):

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 
 import tensorflow as tf
 
-from tltrain.config import AugmentConfig
+from tltrain.config import AugmentConfig, FillMode
 
 _OFF = dict(horizontal_flip=False, vertical_flip=False, rotation=0.0, shift=0.0, zoom=0.0, shear=0.0,
             contrast=0.0, brightness=0.0, mixup_alpha=0.0, cutmix_alpha=0.0)
@@ -31,28 +32,16 @@ PRESETS = {
     # The ImageDataGenerator recipe of the Keras blog post this project replaces.
     "seed_recipe": dict(_OFF, horizontal_flip=True, rotation=40.0, shift=0.2, zoom=0.2, shear=0.2),
 }
-FILL_MODES = ("nearest", "reflect")
+FILL_MODES = typing.get_args(FillMode)
 
 
 def resolve(cfg: AugmentConfig) -> AugmentConfig:
     """The preset's values, except every field set away from its AugmentConfig default, which wins."""
-    if cfg.preset not in PRESETS:
-        raise ValueError(f"--augment={cfg.preset}: expected one of {', '.join(PRESETS)}")
+    cfg.validate()
     defaults = AugmentConfig()
     values = {name: (getattr(cfg, name) if getattr(cfg, name) != getattr(defaults, name) else preset_value)
               for name, preset_value in PRESETS[cfg.preset].items()}
-    resolved = dataclasses.replace(cfg, **values)
-    for name, low, high in (("rotation", 0, 180), ("shift", 0, 1), ("zoom", 0, 1), ("shear", 0, math.pi / 2),
-                            ("contrast", 0, 1), ("brightness", 0, 1)):
-        value = getattr(resolved, name)
-        if not low <= value < high:
-            raise ValueError(f"--{name}={value}: expected a value in [{low}, {high})")
-    for name in ("mixup_alpha", "cutmix_alpha"):
-        if getattr(resolved, name) < 0:
-            raise ValueError(f"--{name}={getattr(resolved, name)}: expected >= 0")
-    if resolved.fill_mode not in FILL_MODES:
-        raise ValueError(f"--fill_mode={resolved.fill_mode}: expected one of {', '.join(FILL_MODES)}")
-    return resolved
+    return dataclasses.replace(cfg, **values)
 
 
 class Augmenter:

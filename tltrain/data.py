@@ -4,30 +4,30 @@ Host work is only what must happen on the host: read, decode, crop, resize. The 
 bytes than float32; float32 work on the host after decoding nearly halves throughput here); augmentation and
 scaling run on the accelerator (tltrain.augment, the model's preprocess_input).
 
-Training is one iterator over a dataset repeated forever: on the 2-core machine this was built on (DESIGN.md),
+Training is one iterator over a dataset repeated forever: on the 2-core machine this was built on,
 AUTOTUNE with a fresh iterator per epoch ran 30-60% of epochs capped at half speed, one iterator over .repeat()
 never did. Evaluation is re-iterated, so it uses explicit parallelism with autotuning off, stable there too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
 import math
 import os
 import posixpath
-import re
 from collections.abc import Mapping
 
 import tensorflow as tf
 
-from tltrain import records
+from tltrain import data_service, records
 from tltrain.config import DataConfig
 
 log = logging.getLogger(__name__)
 
-DATA_SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
+PADDING_LABEL = -1  # the label of the examples that pad evaluation batches to equal counts per pipeline
 _READ_BUFFER_BYTES = 8 << 20  # per open shard; large reads matter on gs://
 _MAX_CYCLE_LENGTH = 16  # shards read at once by one training pipeline
 
@@ -70,13 +70,14 @@ def eval_steps(cfg: DataConfig, split: str) -> int:
 _JPEG_RATIOS = (1, 2, 4, 8)  # the DCT-domain downscales libjpeg offers
 
 
-def _crop_and_resize(encoded: tf.Tensor, image_size: int, window_fn) -> tf.Tensor:
+def _crop_and_resize(encoded: tf.Tensor, image_size: int, window_fn, raw_shape: tf.Tensor | None = None) -> tf.Tensor:
     """Decodes only the window `window_fn(shape)` picks, then resizes it to image_size x image_size uint8.
 
     JPEG goes through decode_and_crop_jpeg: it stops below the window and skips the IDCT outside it; and when
     the window's short side is at least 2, 4 or 8 times image_size, it decodes at 1/2, 1/4 or 1/8 scale in the
     DCT domain (a few times faster, and a cleaner downscale than bilinear alone). Anything else goes through
-    decode_image then a slice. The bytes decide, not image/format: the same code serves TFDS and raw files.
+    decode_image then a slice. The bytes decide, not image/format: the same code serves TFDS and raw files;
+    only raw-pixel records (raw_shape [h, w, c], all zeros for encoded images) have no bytes to tell them by.
     """
 
     def jpeg():
@@ -93,7 +94,27 @@ def _crop_and_resize(encoded: tf.Tensor, image_size: int, window_fn) -> tf.Tenso
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         return _slice(image, window_fn(tf.shape(image)))
 
-    return _resize_uint8(tf.cond(tf.io.is_jpeg(encoded), jpeg, other), image_size)
+    def encoded_image():
+        return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+
+    def raw():
+        return _slice(_raw_pixels(encoded, raw_shape), window_fn(raw_shape))
+
+    if raw_shape is None:
+        return _resize_uint8(encoded_image(), image_size)
+    return _resize_uint8(tf.cond(raw_shape[0] > 0, raw, encoded_image), image_size)
+
+
+def _raw_pixels(encoded: tf.Tensor, raw_shape: tf.Tensor) -> tf.Tensor:
+    """A raw-pixel record's bytes (records.RAW_FORMAT) as uint8 [h, w, 3]; one channel is repeated three times."""
+    image = tf.reshape(tf.io.decode_raw(encoded, tf.uint8), raw_shape)
+    return tf.tile(image, tf.stack([1, 1, 3 // raw_shape[2]]))
+
+
+def _decode_whole(encoded: tf.Tensor, raw_shape: tf.Tensor) -> tf.Tensor:
+    """The whole image as uint8 [h, w, 3], from encoded bytes or raw pixels."""
+    return tf.cond(raw_shape[0] > 0, lambda: _raw_pixels(encoded, raw_shape),
+                   lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
 
 
 def _resize_uint8(image: tf.Tensor, size: int | tf.Tensor) -> tf.Tensor:
@@ -138,16 +159,19 @@ def random_crop_window(shape: tf.Tensor, cfg: DataConfig) -> tf.Tensor:
     return tf.where(failed, _center_window(shape, cfg.eval_crop_fraction), window)
 
 
-def decode_for_eval(encoded: tf.Tensor, image_size: int, crop_fraction: float) -> tf.Tensor:
+def decode_for_eval(encoded: tf.Tensor, image_size: int, crop_fraction: float,
+                    raw_shape: tf.Tensor | None = None) -> tf.Tensor:
     """Encoded image (scalar string) -> uint8 [image_size, image_size, 3], centre-cropped. Eval, predict and the
-    export's serving signature all use this, so a served model sees exactly what evaluation saw."""
-    return _crop_and_resize(encoded, image_size, lambda shape: _center_window(shape, crop_fraction))
+    export's serving signature all use this, so a served model sees exactly what evaluation saw. raw_shape:
+    [h, w, c] when `encoded` holds raw pixels (records.RAW_FORMAT), zeros when it is an encoded image."""
+    return _crop_and_resize(encoded, image_size, lambda shape: _center_window(shape, crop_fraction), raw_shape)
 
 
-def decode_for_train(encoded: tf.Tensor, image_size: int, cfg: DataConfig) -> tf.Tensor:
+def decode_for_train(encoded: tf.Tensor, image_size: int, cfg: DataConfig,
+                     raw_shape: tf.Tensor | None = None) -> tf.Tensor:
     """Encoded image -> uint8 [image_size, image_size, 3]: a random Inception crop (cfg's area and aspect
-    ranges), decoding only the crop, resized."""
-    return _crop_and_resize(encoded, image_size, lambda shape: random_crop_window(shape, cfg))
+    ranges), decoding only the crop, resized. raw_shape as in decode_for_eval."""
+    return _crop_and_resize(encoded, image_size, lambda shape: random_crop_window(shape, cfg), raw_shape)
 
 
 def _random_crop_decoded(image: tf.Tensor, image_size: int, cfg: DataConfig) -> tf.Tensor:
@@ -155,12 +179,37 @@ def _random_crop_decoded(image: tf.Tensor, image_size: int, cfg: DataConfig) -> 
     return _resize_uint8(_slice(image, random_crop_window(tf.shape(image), cfg)), image_size)
 
 
-def _decode_for_cache(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+def _decode_for_cache(encoded: tf.Tensor, raw_shape: tf.Tensor, image_size: int) -> tf.Tensor:
     """The whole image with its short side resized to image_size: small enough to keep, big enough to crop."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image = _decode_whole(encoded, raw_shape)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = image_size / tf.reduce_min(shape)
     return _resize_uint8(image, tf.cast(tf.math.ceil(shape * scale), tf.int32))
+
+
+def warn_if_records_oversized(cfg: DataConfig, image_size: int, sample: int = 64) -> str | None:
+    """Logs one warning line, and returns it, when the training images of cfg.records_dir are far larger (a
+    median shorter side over twice records.short_side_for) than training at image_size needs: decoding the
+    surplus pixels slows the input pipeline for nothing. Looks at the first `sample` records only."""
+    if not cfg.records_dir:
+        return None
+    source = _RecordsSource(cfg.records_dir)
+    if source.metadata.get("resize_for", 0) >= image_size:
+        return None
+    needed = records.short_side_for(image_size, tuple(cfg.crop_area_range), cfg.eval_crop_fraction)
+    first_shard = source.shards(cfg.train_split)[0][0]
+    shapes = source._read([first_shard]).take(sample).map(lambda serialized: tf.minimum(
+        *[records.parse_example(serialized)[f"image/{side}"] for side in ("height", "width")]))
+    short_sides = sorted(int(side) for side in shapes.as_numpy_iterator())
+    median = short_sides[len(short_sides) // 2] if short_sides else 0
+    if median <= 2 * needed:
+        return None
+    message = (f"{cfg.records_dir}: the training images' shorter side is {median} px (median of the first "
+               f"{len(short_sides)}), {median / needed:.1f}x the {needed} px that --image_size={image_size} needs; "
+               f"decoding the surplus slows the input: rewrite them with tools/make_tfrecords.py "
+               f"--resize_for={image_size}")
+    log.warning("%s", message)
+    return message
 
 
 # ----------------------------------------------------------------------------------------------- sources
@@ -240,15 +289,23 @@ class _RecordsSource:
         # A shard holding fewer examples than dataset.json says fails loudly at the end instead of losing them.
         return examples.apply(tf.data.experimental.assert_cardinality(stop - start)), stop - start
 
-    def to_pair(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def to_pair(self, serialized: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.Tensor]:
+        """((image bytes, raw_shape), label); raw_shape is [h, w, c] for raw-pixel records, else zeros."""
         example = records.parse_example(serialized)
-        label = example["image/class/label"]
-        check = tf.debugging.Assert(
-            tf.logical_and(label >= 0, label < self.num_classes),
-            [f"{self.records_dir}: label outside [0, {self.num_classes}) in", example["image/filename"], label],
-        )
-        with tf.control_dependencies([check]):
-            return tf.identity(example["image/encoded"]), tf.cast(label, tf.int32)
+        label, encoded = example["image/class/label"], example["image/encoded"]
+        shape = tf.cast(tf.stack([example[f"image/{k}"] for k in ("height", "width", "channels")]), tf.int32)
+        raw = tf.equal(example["image/format"], records.RAW_FORMAT)
+        raw_ok = tf.logical_or(tf.logical_not(raw), tf.logical_and(
+            tf.equal(tf.strings.length(encoded), tf.reduce_prod(shape)), tf.reduce_any(tf.equal(shape[2], [1, 3]))))
+        checks = [
+            tf.debugging.Assert(tf.logical_and(label >= 0, label < self.num_classes), [
+                f"{self.records_dir}: label outside [0, {self.num_classes}) in", example["image/filename"], label]),
+            tf.debugging.Assert(raw_ok, [
+                f"{self.records_dir}: raw pixels that are not height x width x channels (1 or 3) bytes in",
+                example["image/filename"], shape]),
+        ]
+        with tf.control_dependencies(checks):
+            return (tf.identity(encoded), tf.where(raw, shape, tf.zeros_like(shape))), tf.cast(label, tf.int32)
 
 
 class _TfdsSource:
@@ -308,8 +365,8 @@ class _TfdsSource:
         return self._load(sub_split, False), self.count(sub_split)
 
     @staticmethod
-    def to_pair(encoded: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return encoded, tf.cast(label, tf.int32)
+    def to_pair(encoded: tf.Tensor, label: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.Tensor]:
+        return (encoded, tf.zeros([3], tf.int32)), tf.cast(label, tf.int32)  # always encoded: no raw shape
 
 
 def _source(cfg: DataConfig):
@@ -378,50 +435,66 @@ def make_train_dataset(cfg: DataConfig, image_size: int,
             lambda *e: _train_pair(source.to_pair(*e), image_size, cfg), num_parallel_calls=calls)
     batches = images.batch(batch, drop_remainder=True)
     if cfg.data_service:
-        batches = batches.apply(tf.data.experimental.service.distribute(
-            processing_mode=_data_service_mode(cfg), service=_data_service_address(cfg)))
+        batches = data_service.distribute(batches, cfg)
     return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(training=True))
 
 
+def train_record_decoder(cfg: DataConfig, image_size: int):
+    """serialized record of cfg.records_dir -> (uint8 image, label), the very function make_train_dataset maps
+    over the records without --cache (benchmarks run it outside tf.data to see what tf.data costs)."""
+    source = _RecordsSource(cfg.records_dir)
+    return lambda serialized: _train_pair(source.to_pair(serialized), image_size, cfg)
+
+
 def _train_pair(pair, image_size: int, cfg: DataConfig):
-    encoded, label = pair
-    return decode_for_train(encoded, image_size, cfg), label
+    (encoded, raw_shape), label = pair
+    return decode_for_train(encoded, image_size, cfg, raw_shape), label
 
 
 def _cache_pair(pair, image_size: int):
-    encoded, label = pair
-    return _decode_for_cache(encoded, image_size), label
+    (encoded, raw_shape), label = pair
+    return _decode_for_cache(encoded, raw_shape, image_size), label
 
 
 def make_eval_dataset(cfg: DataConfig, image_size: int, split: str = "validation",
                       input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """(uint8 [b,H,W,3], int32 [b]) batches, centre-cropped, each example of `split` exactly once over all
     input pipelines. Every pipeline yields the same number of batches, eval_steps() steps' worth, padded at the
-    end with zero images labelled -1 (which the evaluator must mask out)."""
+    end with zero images labelled PADDING_LABEL (which the evaluator must mask out)."""
     context = _context(input_context)
-    batch = context.get_per_replica_batch_size(cfg.batch_size)
     source = _source(cfg)
     examples, count = source.eval_examples(split, context)
-    batches_per_step = context.num_replicas_in_sync // context.num_input_pipelines
-    total = math.ceil(source.count(split) / cfg.batch_size) * batches_per_step * batch
     images = examples.map(lambda *e: _eval_pair(source.to_pair(*e), image_size, cfg),
                           num_parallel_calls=_parallel_calls(cfg, training=False))
     if cfg.cache:
         images = images.cache()
-    padding = tf.data.Dataset.from_tensors(
-        (tf.zeros([image_size, image_size, 3], tf.uint8), tf.constant(-1, tf.int32))).repeat(total - count)
-    batches = images.concatenate(padding).batch(batch, drop_remainder=True)
+    blank = tf.zeros([image_size, image_size, 3], tf.uint8)
+    batches = pad_eval_batches(images, count, source.count(split), blank, cfg.batch_size, context)
     return batches.prefetch(2).with_options(_options(training=False))
 
 
+def pad_eval_batches(examples: tf.data.Dataset, count: int, split_count: int, blank: tf.Tensor, global_batch: int,
+                     context: tf.distribute.InputContext) -> tf.data.Dataset:
+    """One input pipeline's `count` (example, label) pairs of a split of `split_count`, batched and padded at the
+    end with `blank` examples labelled PADDING_LABEL, so that every pipeline yields the same number of full
+    batches: ceil(split_count / global_batch) steps' worth (a collective step needs every replica)."""
+    batch = context.get_per_replica_batch_size(global_batch)
+    batches_per_step = context.num_replicas_in_sync // context.num_input_pipelines
+    total = math.ceil(split_count / global_batch) * batches_per_step * batch
+    padding = tf.data.Dataset.from_tensors((blank, tf.constant(PADDING_LABEL, tf.int32))).repeat(total - count)
+    return examples.concatenate(padding).batch(batch, drop_remainder=True)
+
+
 def _eval_pair(pair, image_size: int, cfg: DataConfig):
-    encoded, label = pair
-    return decode_for_eval(encoded, image_size, cfg.eval_crop_fraction), label
+    (encoded, raw_shape), label = pair
+    return decode_for_eval(encoded, image_size, cfg.eval_crop_fraction, raw_shape), label
 
 
 def make_predict_dataset(paths: list[str], image_size: int, crop_fraction: float,
                          batch_size: int) -> tf.data.Dataset:
-    """uint8 [<=batch_size, H, W, 3] batches of the image files, in order, decoded like evaluation.
+    """(int32 [b] indices into `paths`, uint8 [b, H, W, 3] images) batches of the image files, in order,
+    decoded like evaluation. A file that cannot be read or decoded is left out (its index never comes), so one
+    bad file does not stop the others; predict_failure says why it was left out.
 
     Files TF would decode differently from the converter (TIFF, transparent or 16-bit PNG, CMYK, EXIF-rotated,
     ...) are turned into upright RGB PNG bytes with Pillow first, as the converter does for the records.
@@ -431,13 +504,25 @@ def make_predict_dataset(paths: list[str], image_size: int, crop_fraction: float
             raise FileNotFoundError(f"{path}: no such image file")
 
     def encoded_files():
-        for path in paths:
-            yield _tf_decodable_bytes(path)
+        for index, path in enumerate(paths):
+            with contextlib.suppress(ValueError, OSError, tf.errors.OpError):
+                yield index, _tf_decodable_bytes(path)
 
-    encoded = tf.data.Dataset.from_generator(encoded_files, output_signature=tf.TensorSpec([], tf.string))
-    images = encoded.map(lambda e: decode_for_eval(e, image_size, crop_fraction),
-                         num_parallel_calls=os.cpu_count() or 1)
+    encoded = tf.data.Dataset.from_generator(
+        encoded_files, output_signature=(tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.string)))
+    images = encoded.map(lambda index, e: (index, decode_for_eval(e, image_size, crop_fraction)),
+                         num_parallel_calls=os.cpu_count() or 1).ignore_errors()
     return images.batch(batch_size).prefetch(2).with_options(_options(training=False))
+
+
+def predict_failure(path: str, image_size: int, crop_fraction: float) -> str:
+    """Why make_predict_dataset left `path` out: the error of reading and decoding it alone, on one line."""
+    try:
+        decode_for_eval(tf.constant(_tf_decodable_bytes(path)), image_size, crop_fraction)
+    except (ValueError, OSError, tf.errors.OpError) as error:
+        message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+        return " ".join(message.removeprefix(f"{path}: ").split())[:200]
+    return "it decodes alone; it failed together with the others (out of memory?)"
 
 
 _TF_DECODES_AS_IS = {"JPEG", "PNG", "BMP", "WEBP"}  # Pillow format names, in modes RGB or L
@@ -464,16 +549,3 @@ def _tf_decodable_bytes(path: str) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
-
-
-def _data_service_address(cfg: DataConfig) -> str:
-    if not re.fullmatch(r"grpc://[^:/]+:\d+", cfg.data_service):
-        raise ValueError(f"--data_service={cfg.data_service}: expected grpc://HOST:PORT of a dispatcher")
-    return cfg.data_service
-
-
-def _data_service_mode(cfg: DataConfig) -> str:
-    if cfg.data_service_mode not in DATA_SERVICE_MODES:
-        raise ValueError(f"--data_service_mode={cfg.data_service_mode}: expected one of "
-                         f"{', '.join(DATA_SERVICE_MODES)}")
-    return cfg.data_service_mode

@@ -7,31 +7,18 @@ import dataclasses
 import io
 import json
 import posixpath
+import sys
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import data, records, run_dir
+import tltrain
+from tltrain import data, progbar, records, run_dir, steps
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 
-SUM = tf.distribute.ReduceOp.SUM
 REPORT_FILE = "evaluation.json"
 CONFUSION_FILE = "confusion_matrix.png"
-
-
-def per_example_loss(labels: tf.Tensor, probabilities: tf.Tensor, label_smoothing: float) -> tf.Tensor:
-    """Categorical crossentropy on one-hot (or mixed) labels, in float32 whatever the compute dtype."""
-    return keras.losses.categorical_crossentropy(labels, tf.cast(probabilities, tf.float32), label_smoothing=label_smoothing)
-
-
-def hits(targets: tf.Tensor, probabilities: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Per-example 0/1 floats: top-1 and top-k correct against integer targets."""
-    probabilities = tf.cast(probabilities, tf.float32)
-    top1 = tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), targets), tf.float32)
-    topk = tf.cast(tf.math.in_top_k(targets, probabilities, k), tf.float32)
-    return top1, topk
 
 
 @dataclasses.dataclass
@@ -43,10 +30,11 @@ class EvalResult:
     confusion: np.ndarray  # [true class, predicted class] counts
 
 
-def make_evaluator(strategy, model, cfg: RunConfig, split: str, num_classes: int, steps: int, make_dataset=None):
-    """A callable evaluating `model` on the padded eval dataset of `split` (label -1 marks padding and is
-    ignored) for `steps` batches; sums are reduced over replicas and workers. `make_dataset(input_context)`
-    replaces the image pipeline (the feature cache evaluates its head on cached features)."""
+def make_evaluator(strategy, model, cfg: RunConfig, split: str, num_classes: int, num_steps: int, make_dataset=None):
+    """A callable evaluating `model` on the padded eval dataset of `split` (data.PADDING_LABEL marks padding and
+    is ignored) for `num_steps` batches; sums are reduced over replicas and workers. `make_dataset(input_context)`
+    replaces the image pipeline (the feature cache evaluates its head on cached features). The callable takes
+    an optional `on_step(done)`, called after every batch (progress display)."""
     top_k = min(5, num_classes)
     dataset = strategy.distribute_datasets_from_function(
         make_dataset or (lambda context: data.make_eval_dataset(cfg.data, cfg.data.image_size, split, context))
@@ -54,28 +42,27 @@ def make_evaluator(strategy, model, cfg: RunConfig, split: str, num_classes: int
 
     def replica_step(images, labels):
         probabilities = model(images, training=False)
-        valid = tf.cast(labels >= 0, tf.float32)
+        valid = tf.cast(tf.not_equal(labels, data.PADDING_LABEL), tf.float32)
         targets = tf.maximum(labels, 0)
-        losses = per_example_loss(tf.one_hot(targets, num_classes), probabilities, cfg.train.label_smoothing)
-        top1, topk = hits(targets, probabilities, top_k)
+        losses = steps.per_example_loss(tf.one_hot(targets, num_classes), probabilities, cfg.train.label_smoothing)
+        top1, topk = steps.hits(targets, probabilities, top_k)
         predictions = tf.argmax(tf.cast(probabilities, tf.float32), -1, output_type=tf.int32)
         confusion = tf.math.confusion_matrix(targets, predictions, num_classes, weights=valid, dtype=tf.float32)
         sums = tf.stack([tf.reduce_sum(losses * valid), tf.reduce_sum(top1 * valid), tf.reduce_sum(topk * valid),
                          tf.reduce_sum(valid)])
         return sums, confusion
 
-    @tf.function
-    def eval_step(batch):
-        sums, confusion = strategy.run(replica_step, args=batch)
-        return strategy.reduce(SUM, sums, axis=None), strategy.reduce(SUM, confusion, axis=None)
+    eval_step = tf.function(steps.replicated(strategy, replica_step))
 
-    def evaluate() -> EvalResult:
+    def evaluate(on_step=None) -> EvalResult:
         totals = np.zeros(4)
         confusion = np.zeros([num_classes, num_classes])
-        for _, batch in zip(range(steps), dataset):
-            sums, batch_confusion = eval_step(batch)
+        for done, batch in zip(range(1, num_steps + 1), dataset):
+            sums, batch_confusion = eval_step(*batch)
             totals += sums.numpy()
             confusion += batch_confusion.numpy()
+            if on_step is not None:
+                on_step(done)
         count = max(totals[3], 1.0)
         return EvalResult(totals[0] / count, totals[1] / count, totals[2] / count, int(totals[3]),
                           np.rint(confusion).astype(np.int64))
@@ -159,7 +146,10 @@ def evaluate(cfg: RunConfig, split: str, strategy: tf.distribute.Strategy) -> di
     model_dir = cfg.train.model_dir
     with strategy.scope():
         _, model, class_names = run_dir.load_trained(model_dir)
-    result = make_evaluator(strategy, model, cfg, split, len(class_names), data.eval_steps(cfg.data, split))()
+    num_steps = data.eval_steps(cfg.data, split)
+    progress = progbar.StepProgress(f"evaluate {split}", num_steps, cfg.train.progress_seconds)
+    result = make_evaluator(strategy, model, cfg, split, len(class_names), num_steps)(progress.update)
+    progress.close()
     report = {
         "split": split,
         "count": result.count,
@@ -180,3 +170,6 @@ def evaluate(cfg: RunConfig, split: str, strategy: tf.distribute.Strategy) -> di
                 tf.summary.scalar(f"{split}/{name}", report[name], step=step)
             confusion_summary(result.confusion, class_names, step)
     return report
+
+
+sys.modules[__name__].__class__ = tltrain.ApiModule  # tltrain.evaluate(...) calls tltrain.api.evaluate(...)

@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import posixpath
+import sys
 import tempfile
 from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 
+import tltrain
 from tltrain import data, evaluate, export_report, run_dir, tflite
 
 SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = tflite.SIGNATURE
+log = logging.getLogger(__name__)
 
 
 def _pixels_spec(size: int) -> list[tf.TensorSpec]:
@@ -103,8 +107,11 @@ def export(model_dir: str, export_dir: str = "", tflite_variants: Sequence[str] 
               "quantize_samples": quantize_samples if "int8" in variants else 0,
               "formats": [dataclasses.asdict(row) for row in rows]}
     run_dir.write_text(paths["report"], json.dumps(report, indent=2) + "\n")
-    print(export_report.table(rows, split, count))
+    log.info(export_report.table(rows, split, count))
     drops = export_report.accuracy_drops(rows, max_accuracy_drop)
     if drops and not allow_accuracy_drop:
-        raise export_report.AccuracyDropError("; ".join(drops))
+        raise export_report.AccuracyDropError("export rejected: " + "; ".join(drops))
     return paths
+
+
+sys.modules[__name__].__class__ = tltrain.ApiModule  # tltrain.export(...) calls tltrain.api.export(...)

@@ -16,12 +16,13 @@ import tensorflow as tf
 
 from tltrain import data, tflite
 from tltrain.config import DataConfig
+from tltrain.errors import RunError
 
 REPORT_FILE = "report.json"
 LATENCY_IMAGES = 50  # single-image calls timed per TFLite variant (after one warm-up call)
 
 
-class AccuracyDropError(ValueError):
+class AccuracyDropError(RunError):
     """A format lost more top-1 accuracy against model.keras than --max_accuracy_drop allows."""
 
 

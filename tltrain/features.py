@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import math
 import posixpath
 import time
@@ -40,27 +41,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import augment, data, models, records
+from tltrain import augment, data, models, progbar, records, steps
 from tltrain import evaluate as evaluate_lib
 from tltrain.config import RunConfig
+from tltrain.job import Job
 
+log = logging.getLogger(__name__)
 CACHE_DIR = "feature_cache"
 MARKER_FILE = "cache.json"
 FORMAT_VERSION = 1
 _SHARD_BYTES = 128 << 20
 _SHUFFLE_BYTES = 256 << 20  # shuffle buffer of the head's training stream
 _IN_MEMORY_BYTES = 2 << 30  # entries up to this size are read from disk once, then kept in memory
-_PROGRESS_SECONDS = 60.0  # a progress line at most this often while building
 _SCHEMA = {"features": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
 
 
 def validate(cfg: RunConfig) -> None:
     """One-line errors for cache flags that cannot work, before anything is built."""
     t = cfg.train
-    if t.cache_augmented_views < 0:
-        raise ValueError(f"--cache_augmented_views={t.cache_augmented_views}: must be >= 0")
-    if t.max_seconds < 0:
-        raise ValueError(f"--max_seconds={t.max_seconds}: must be >= 0 (0: no limit)")
     if not t.cache_features:
         for flag in ("cache_augmented_views", "cache_fine_tune"):
             if getattr(t, flag):
@@ -96,21 +94,29 @@ class Entry:
         return self.count * self.dim * 4
 
 
-@dataclasses.dataclass
-class CachedPhase:
-    """What the training loop swaps in for a cached phase: the head model (the classifier's own layers above the
-    cached ones, on a features input), an iterator of stacked steps_per_execution batches of (features, labels), and an
-    evaluator over the cached validation features (None without a validation split)."""
+class CachedTask:
+    """A phases.PhaseTask on cached features: the head model (the classifier's own layers above the cached ones,
+    on a features input), stacked steps_per_execution batches of (features, labels), and the evaluator over the
+    cached validation features. No augmentation: augmented views, if any, were made when the cache was built."""
 
-    head: keras.Model
-    iterator: Iterator
-    evaluator: Callable | None
+    def __init__(self, head: keras.Model, iterator: Iterator, evaluator: Callable | None):
+        self.model = head
+        self._iterator = iterator
+        self._evaluator = evaluator
 
+    @staticmethod
+    def augmenter(features: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        del seed
+        return features, labels
 
-def no_augmentation(features: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The augmenter of the cached phase: augmented views, if any, were made when the cache was built."""
-    del seed
-    return features, labels
+    def batches(self) -> Iterator:
+        return self._iterator
+
+    def evaluate(self, on_step=None):
+        return self._evaluator(on_step) if self._evaluator else None
+
+    def augmented_inputs(self, batch, step: int) -> None:
+        del batch, step  # feature vectors, not images
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -288,33 +294,24 @@ class _ShardWriter:
                 tf.io.gfile.remove(self._temp(name))
 
 
-def _make_extract(job, features: keras.Model, augmenter: augment.Augmenter | None):
-    """A tf.function: one distributed batch (images, labels) -> per-replica float32 features and labels. With an
-    augmenter, the images are augmented first, seeded by [seed, step * replicas + replica] like training."""
-    strategy = job.strategy
-    replicas = strategy.num_replicas_in_sync
+def _make_extract(job: Job, features: keras.Model, augmenter: augment.Augmenter | None):
+    """A tf.function(images, labels, step) -> per-replica float32 features and labels. With an augmenter, the
+    images are augmented first, seeded like training at that step."""
     num_classes = len(job.class_names)
 
     def replica_step(images, labels, step):
         if augmenter is not None:
-            context = tf.distribute.get_replica_context()
-            replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
-            seed = tf.stack([tf.constant(job.cfg.train.seed, tf.int64), step * replicas + replica])
-            images, _ = augmenter(images, tf.one_hot(tf.maximum(labels, 0), num_classes), seed)
+            images, _ = augmenter(images, tf.one_hot(labels, num_classes), steps.augment_seed(job.cfg.train.seed, step))
         return tf.cast(features(images, training=False), tf.float32), labels
 
-    @tf.function
-    def extract(batch, step):
-        return strategy.run(replica_step, args=(*batch, step))
-
-    return extract
+    return tf.function(steps.replicated(job.strategy, replica_step, reduce=False))
 
 
 def _local(strategy, values) -> np.ndarray:
     return np.concatenate([v.numpy() for v in strategy.experimental_local_results(values)])
 
 
-def build_entry(job, features: keras.Model, split: str, views: int, inputs: dict) -> Entry:
+def build_entry(job: Job, features: keras.Model, split: str, views: int, inputs: dict) -> Entry:
     """Runs the frozen `features` model over `split` (centre crops, then `views` augmented passes for training)
     and writes the entry; returns it."""
     cfg, strategy = job.cfg, job.strategy
@@ -335,36 +332,36 @@ def build_entry(job, features: keras.Model, split: str, views: int, inputs: dict
             math.ceil(views * count / global_batch), augment.Augmenter(view_cfg.augment, len(job.class_names))))
     expected_bytes = count * (1 + views) * dim * 4
     writer = _ShardWriter(directory, max(1, math.ceil(expected_bytes / _SHARD_BYTES)))
+    progress = progbar.StepProgress(f"feature cache: {split}", sum(n for _, n, _ in passes),
+                                      cfg.train.progress_seconds)
     try:
-        step, total_steps, reported = 0, sum(steps for _, steps, _ in passes), time.perf_counter()
-        for dataset, steps, augmenter in passes:
+        step = 0
+        for dataset, num_steps, augmenter in passes:
             extract = _make_extract(job, features, augmenter)
-            for _, batch in zip(range(steps), dataset):
-                vectors, labels = extract(batch, tf.constant(step, tf.int64))
+            for _, (images, labels) in zip(range(num_steps), dataset):
+                vectors, labels = extract(images, labels, tf.constant(step, tf.int64))
                 vectors, labels = _local(strategy, vectors).reshape(-1, dim), _local(strategy, labels)
-                real = labels >= 0  # evaluation batches are padded with label -1
+                real = labels != data.PADDING_LABEL
                 writer.write(vectors[real], labels[real])
                 step += 1
-                if time.perf_counter() - reported > _PROGRESS_SECONDS:
-                    reported = time.perf_counter()
-                    print(f"feature cache: {split} {step}/{total_steps} batches, "
-                          f"{step * global_batch / (reported - started):.0f} img/s", flush=True)
+                progress.update(step, {"img/s": step * global_batch / (time.perf_counter() - started)})
+        progress.close()
         writer.finish({**inputs, "dim": dim, "seconds": round(time.perf_counter() - started, 3)})
     except BaseException:
         writer.abort()
         raise
     entry = read_entry(directory)
-    print(f"feature cache: built {directory} ({entry.count} vectors of {dim}, {split}, "
-          f"{time.perf_counter() - started:.1f}s)", flush=True)
+    log.info(f"feature cache: built {directory} ({entry.count} vectors of {dim}, {split}, "
+             f"{time.perf_counter() - started:.1f}s)")
     return entry
 
 
-def ensure_entry(job, features: keras.Model, split: str, views: int, weights_digest: str, cut: str = "") -> Entry:
+def ensure_entry(job: Job, features: keras.Model, split: str, views: int, weights_digest: str, cut: str = "") -> Entry:
     """The split's cache entry for this backbone (and cut): reused when complete, else built."""
     inputs = key_inputs(job.cfg, weights_digest, job.precision, split, views, cut)
     entry = read_entry(entry_directory(job.cfg, inputs))
     if entry is not None:
-        print(f"feature cache: reusing {entry.directory} ({entry.count} vectors of {entry.dim}, {split})", flush=True)
+        log.info(f"feature cache: reusing {entry.directory} ({entry.count} vectors of {entry.dim}, {split})")
         return entry
     return build_entry(job, features, split, views, inputs)
 
@@ -398,21 +395,18 @@ def train_features(entry: Entry, cfg: RunConfig, context: tf.distribute.InputCon
 
 def eval_features(entry: Entry, cfg: RunConfig, context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """(float32 [b, dim], int32 [b]) batches like data.make_eval_dataset's: every vector exactly once over all
-    pipelines, each pipeline padded with label -1 to the same number of full batches."""
+    pipelines, each pipeline padded (data.pad_eval_batches) to the same number of full batches."""
     context = context or tf.distribute.InputContext()
-    batch = context.get_per_replica_batch_size(cfg.data.batch_size)
-    n, index = context.num_input_pipelines, context.input_pipeline_id
-    count = len(range(index, entry.count, n))
-    total = math.ceil(entry.count / cfg.data.batch_size) * (context.num_replicas_in_sync // n) * batch
+    count = len(range(context.input_pipeline_id, entry.count, context.num_input_pipelines))
     vectors = _pipeline_records(entry, context).batch(256).map(functools.partial(_parse, dim=entry.dim)).unbatch()
-    padding = tf.data.Dataset.from_tensors((tf.zeros([entry.dim], tf.float32), tf.constant(-1, tf.int32)))
-    return vectors.concatenate(padding.repeat(total - count)).batch(batch, drop_remainder=True).prefetch(2)
+    blank = tf.zeros([entry.dim], tf.float32)
+    return data.pad_eval_batches(vectors, count, entry.count, blank, cfg.data.batch_size, context).prefetch(2)
 
 
 # ------------------------------------------------------------------------------------------------- phases
 
 
-def cached_phase(job, model: keras.Model, phase_name: str = "transfer") -> CachedPhase:
+def cached_task(job: Job, model: keras.Model, phase_name: str = "transfer") -> CachedTask:
     """Makes sure the cache entries exist (building what is missing) and returns what the phase trains with:
     phase 1 on pooled features, phase 2 (--cache_fine_tune) on the activations below --fine_tune_at."""
     cfg, strategy = job.cfg, job.strategy
@@ -420,10 +414,10 @@ def cached_phase(job, model: keras.Model, phase_name: str = "transfer") -> Cache
     views = 0 if fine_tune else cfg.train.cache_augmented_views
     resolved = augment.resolve(cfg.augment)
     if not views and any(getattr(resolved, name) for name in augment.PRESETS["none"]):
-        print(f"feature cache: {phase_name} trains on centre crops without --augment={cfg.augment.preset}"
-              + ("" if fine_tune else " (--cache_augmented_views=K stores K augmented views too)"), flush=True)
+        log.info(f"feature cache: {phase_name} trains on centre crops without --augment={cfg.augment.preset}"
+                 + ("" if fine_tune else " (--cache_augmented_views=K stores K augmented views too)"))
     elif views and (resolved.mixup_alpha or resolved.cutmix_alpha):
-        print("feature cache: the stored views are not mixed (mixup/cutmix apply to phase 2 only)", flush=True)
+        log.info("feature cache: the stored views are not mixed (mixup/cutmix apply to phase 2 only)")
     if fine_tune:
         features, head, cut = fine_tune_models(model, cfg)
     else:
@@ -440,4 +434,4 @@ def cached_phase(job, model: keras.Model, phase_name: str = "transfer") -> Cache
         evaluator = evaluate_lib.make_evaluator(
             strategy, head, cfg, cfg.data.validation_split, len(job.class_names), job.validation_steps,
             make_dataset=lambda context: eval_features(validation_entry, cfg, context))
-    return CachedPhase(head, iter(dataset), evaluator)
+    return CachedTask(head, iter(dataset), evaluator)

@@ -8,21 +8,20 @@ evaluation and the bytes serving signature give.
 
 from __future__ import annotations
 
-import os
+import logging
+import posixpath
+import sys
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
 
-import posixpath  # noqa: E402
-import sys  # noqa: E402
+import tltrain
+from tltrain import data, logs, run_dir
+from tltrain import export as export_lib
+from tltrain.config import PredictConfig, RunConfig
+from tltrain.errors import RunError
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from tltrain import data, run_dir  # noqa: E402
-from tltrain import export as export_lib  # noqa: E402
-from tltrain.config import RunConfig  # noqa: E402
-
+log = logging.getLogger("tltrain.predict")  # not __name__, which is __main__ under `python -m`
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
@@ -68,12 +67,13 @@ def _has_checkpoint(model_dir: str) -> bool:
     return tf.train.latest_checkpoint(posixpath.join(model_dir, run_dir.CHECKPOINT_DIR)) is not None
 
 
-def predict(model_dir: str, paths: list[str], batch_size: int = 32) -> tuple[np.ndarray, list[str]]:
-    """Probabilities [len(paths), classes] and the class names, from the checkpoint or else the export."""
+def predict(model_dir: str, paths: list[str], batch_size: int = 32) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """Probabilities [len(paths), classes] from the checkpoint or else the export, the class names, and
+    {path: reason} for the files that could not be read or decoded (their rows are NaN)."""
     saved_model_dir = _saved_model_dir(model_dir)
     if saved_model_dir is not None and not _has_checkpoint(model_dir):
         export_dir = posixpath.dirname(saved_model_dir)
-        cfg = RunConfig.from_json(run_dir.read_text(posixpath.join(export_dir, run_dir.CONFIG_FILE)))
+        cfg = run_dir.read_config(posixpath.join(export_dir, run_dir.CONFIG_FILE))
         class_names = run_dir.read_text(posixpath.join(export_dir, run_dir.LABELS_FILE)).splitlines()
         serve = tf.saved_model.load(saved_model_dir).signatures[export_lib.PIXELS_SIGNATURE]
 
@@ -84,9 +84,15 @@ def predict(model_dir: str, paths: list[str], batch_size: int = 32) -> tuple[np.
 
         def probabilities_of(images):
             return model(images, training=False)
-    dataset = data.make_predict_dataset(paths, cfg.data.image_size, cfg.data.eval_crop_fraction, batch_size)
-    probabilities = np.concatenate([probabilities_of(images).numpy() for images in dataset])
-    return probabilities.astype(np.float32), class_names
+    probabilities = np.full([len(paths), len(class_names)], np.nan, np.float32)
+    done = np.zeros(len(paths), bool)
+    for indices, images in data.make_predict_dataset(paths, cfg.data.image_size, cfg.data.eval_crop_fraction,
+                                                     batch_size):
+        probabilities[indices.numpy()] = probabilities_of(images).numpy()
+        done[indices.numpy()] = True
+    failures = {paths[i]: data.predict_failure(paths[i], cfg.data.image_size, cfg.data.eval_crop_fraction)
+                for i in np.flatnonzero(~done)}
+    return probabilities, class_names, failures
 
 
 def format_top_k(path: str, probabilities: np.ndarray, class_names: list[str], k: int) -> str:
@@ -94,11 +100,24 @@ def format_top_k(path: str, probabilities: np.ndarray, class_names: list[str], k
     return f"{path}: " + ", ".join(f"{class_names[i]} {probabilities[i]:.3f}" for i in order)
 
 
-def print_predictions(model_dir: str, arguments: list[str], top_k: int) -> None:
+def print_predictions(model_dir: str, arguments: list[str], top_k: int) -> int:
+    """Logs the top-k line of every file that decodes, and a warning line per file that does not (on stderr at
+    the console); returns how many did not."""
     paths = image_paths(arguments)
-    probabilities, class_names = predict(model_dir, paths)
+    probabilities, class_names, failures = predict(model_dir, paths)
     for path, row in zip(paths, probabilities):
-        print(format_top_k(path, row, class_names, top_k))
+        if path not in failures:
+            log.info(format_top_k(path, row, class_names, top_k))
+    log_failures(failures, len(paths))
+    return len(failures)
+
+
+def log_failures(failures: dict[str, str], total: int) -> None:
+    """A warning line per file that could not be predicted, with its reason, then how many of `total`."""
+    for path, reason in failures.items():
+        log.warning(f"{path}: not predicted: {reason}")
+    if failures:
+        log.warning(f"{len(failures)} of {total} files could not be predicted")
 
 
 def run() -> None:
@@ -106,20 +125,29 @@ def run() -> None:
     from absl import app, flags
 
     flags.DEFINE_string("model_dir", "", "a trained model_dir, or an export directory")
-    flags.DEFINE_integer("top_k", 5, "classes printed per image")
+    top_k = PredictConfig.__dataclass_fields__["top_k"]
+    flags.DEFINE_integer("top_k", top_k.default, top_k.metadata["help"])
 
     def main(argv: list[str]) -> None:
+        logs.show_on_console()
         try:
+            PredictConfig(top_k=flags.FLAGS.top_k).validate()
             if not flags.FLAGS.model_dir:
                 raise ValueError("--model_dir: required")
             check_model_dir(flags.FLAGS.model_dir)
             image_paths(argv[1:])
-        except (ValueError, FileNotFoundError) as e:
+            failed = print_predictions(flags.FLAGS.model_dir, argv[1:], flags.FLAGS.top_k)
+        except (ValueError, FileNotFoundError, RunError) as e:
             sys.exit(f"tltrain.predict: {e}")
-        print_predictions(flags.FLAGS.model_dir, argv[1:], flags.FLAGS.top_k)
+        if failed:
+            sys.exit(1)
 
     app.run(main)
 
 
+sys.modules[__name__].__class__ = tltrain.ApiModule  # tltrain.predict(...) calls tltrain.api.predict(...)
+
+
 if __name__ == "__main__":
     run()
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import math
 import posixpath
 import struct
 
@@ -15,6 +16,9 @@ import google_crc32c
 
 METADATA_FILE = "dataset.json"
 SPLITS = ("train", "validation", "test")
+# image/format of records that hold pixels, not an encoded file: image/encoded is height * width * channels uint8
+# values, row-major (HWC), channels 1 or 3. Cheaper to read than to decode for tiny images (Fashion-MNIST's 28 px).
+RAW_FORMAT = "raw"
 
 # key -> (bytes or int, default when absent). TensorFlow is imported only by the readers: the converter's
 # worker processes encode records with this module and must start in a fraction of a second.
@@ -29,6 +33,23 @@ SCHEMA = {
     "image/filename": (bytes, ""),
     "image/source_id": (bytes, ""),
 }
+
+
+def short_side_for(image_size: int, crop_area_range: tuple[float, float] = (0.08, 1.0),
+                   eval_crop_fraction: float = 0.875) -> int:
+    """The shorter side, in pixels, that images need for training and evaluating at image_size.
+
+    Evaluation resizes a centre square of eval_crop_fraction of the shorter side, so it needs
+    image_size / eval_crop_fraction (256 for 224, the usual ImageNet resize). A random training crop of area
+    fraction a spans about sqrt(a) of each side, a uniform in crop_area_range: half the crops are at least the
+    middle of the range (0.54 by default), spanning 0.735 of the side. Stored at image_size / sqrt(middle)
+    (305 px for 224, 1.36x), the evaluation crop and at least half of the training crops still have more
+    pixels than they are resized to, so they come out as from the original; smaller crops are upsampled (at
+    most 2.6x at area 0.08) where the original might have had finer detail. Every crop at full detail would
+    need image_size / sqrt(0.08), 3.5x (792 px for 224): more than most photos have, so nothing saved.
+    """
+    middle = (crop_area_range[0] + crop_area_range[1]) / 2
+    return math.ceil(image_size * max(1 / eval_crop_fraction, 1 / math.sqrt(middle)))
 
 
 @functools.cache

@@ -14,7 +14,7 @@ import posixpath
 import keras
 import tensorflow as tf
 
-from tltrain import models
+from tltrain import checkpoints, models
 from tltrain.config import RunConfig
 
 CONFIG_FILE = "config.json"
@@ -32,6 +32,24 @@ def read_text(path: str) -> str | None:
         return f.read()
 
 
+def read_config(path: str) -> RunConfig | None:
+    """The RunConfig saved at `path`, None when there is none; one-line ValueError naming a corrupt file."""
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        return RunConfig.from_json(text)
+    except (ValueError, TypeError, AttributeError) as error:  # not JSON, or not a config's shape
+        reason = " ".join(str(error).split())[:200]
+        raise ValueError(f"{path}: not a tltrain config ({reason}); restore it or use another --model_dir") from None
+
+
+def check_directory(flag: str, path: str) -> None:
+    """A path that must be a directory (or not exist yet) but is a file: one-line ValueError naming the flag."""
+    if path and tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+        raise ValueError(f"--{flag}={path}: is a file; it must be a directory (or not exist yet)")
+
+
 def write_text(path: str, text: str) -> None:
     tf.io.gfile.makedirs(posixpath.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
@@ -47,10 +65,9 @@ def write_run_files(directory: str, cfg: RunConfig, class_names: list[str]) -> N
 def check_resume_compatible(cfg: RunConfig, class_names: list[str]) -> None:
     """A model_dir written by another job (other model, classes or image size) is a one-line ValueError."""
     model_dir = cfg.train.model_dir
-    saved_text = read_text(posixpath.join(model_dir, CONFIG_FILE))
-    if saved_text is None:
+    saved = read_config(posixpath.join(model_dir, CONFIG_FILE))
+    if saved is None:
         return
-    saved = RunConfig.from_json(saved_text)
     differences = [
         (name, getattr(saved.model, name), getattr(cfg.model, name))
         for name in MODEL_IDENTITY
@@ -97,20 +114,20 @@ def checkpoint_step(model_dir: str) -> int:
 def load_config(model_dir: str) -> tuple[RunConfig, list[str]]:
     """The saved config and class names of a trained model_dir; FileNotFoundError with one line when it has
     no config, labels or checkpoint (checked before anything is built)."""
-    config_text = read_text(posixpath.join(model_dir, CONFIG_FILE))
+    check_directory("model_dir", model_dir)
+    cfg = read_config(posixpath.join(model_dir, CONFIG_FILE))
     labels_text = read_text(posixpath.join(model_dir, LABELS_FILE))
-    if config_text is None or labels_text is None:
+    if cfg is None or labels_text is None:
         raise FileNotFoundError(f"--model_dir={model_dir}: no {CONFIG_FILE}/{LABELS_FILE}; train a model there first")
     latest_checkpoint(model_dir)
-    cfg = RunConfig.from_json(config_text)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model_dir=model_dir))  # it may have moved
     return cfg, labels_text.splitlines()
 
 
 def load_trained(model_dir: str, precision: str = "float32") -> tuple[RunConfig, keras.Model, list[str]]:
-    """The config, the model holding the latest checkpoint's weights, and the class names of a trained
+    """The config, the model holding the newest readable checkpoint's weights, and the class names of a trained
     model_dir (for evaluate, export and predict)."""
     cfg, class_names = load_config(model_dir)
     model = build_model(cfg, len(class_names), precision, weights="none")
-    tf.train.Checkpoint(model=model).restore(latest_checkpoint(model_dir)).expect_partial()
+    checkpoints.restore_newest(tf.train.Checkpoint(model=model), posixpath.join(model_dir, CHECKPOINT_DIR), partial=True)
     return cfg, model, class_names

@@ -7,7 +7,7 @@
 Reading and hashing every file is the least any converter must do (the records need the bytes, the
 duplicate check needs the hash); the ratio says what the rest costs. The baseline reads with the
 converter's own read (convert.read_file: one read() of the file's size) and hashes with sha256, in one
-process (the plain loop: the issue's target) and on as many processes as the converter gets. Both wall
+process (the plain loop a converter must beat) and on as many processes as the converter gets. Both wall
 time and CPU time (all processes of each method, workers included) are reported: on a loaded machine the
 CPU time per image is the steadier measure. Every method runs once untimed first (page cache, TF import,
 the converter's forkserver), then the methods take turns, and the median of each is reported.
@@ -21,16 +21,13 @@ import multiprocessing
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from tltrain import convert  # noqa: E402
+from shared import write_photo_folder
+from tltrain import convert
 
 flags.DEFINE_string("src", None, "Folder to convert (src/<class>/...); default: generate photo-like JPEGs.")
 flags.DEFINE_integer("num_images", 2000, "Images to generate when --src is not given.")
@@ -39,36 +36,6 @@ flags.DEFINE_string("out", None, "Where the converter writes (default: a tempora
 flags.DEFINE_integer("workers", 0, "Converter worker processes (0: all cores).")
 flags.DEFINE_integer("repeats", 5, "Timed rounds (each method once per round); medians are reported.")
 FLAGS = flags.FLAGS
-
-
-def photo_like(index: int, width: int = 500, height: int = 375):
-    """A JPEG-friendly picture: smooth colour regions, mid-frequency texture, sensor-like noise."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(index)
-    colours = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
-    texture = Image.fromarray(rng.integers(0, 256, (height // 4, width // 4), dtype=np.uint8)).resize(
-        (width, height), Image.BILINEAR
-    )
-    pixels = 0.7 * np.asarray(colours, np.float32) + 0.3 * np.asarray(texture, np.float32)[..., None]
-    pixels += rng.normal(0, 6, (height, width, 1))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def _generate_one(args):
-    index, path = args
-    photo_like(index).save(path, quality=90)
-
-
-def generate(root: str, num_images: int, num_classes: int, workers: int):
-    jobs = []
-    for i in range(num_images):
-        folder = os.path.join(root, f"class_{i % num_classes:02d}")
-        os.makedirs(folder, exist_ok=True)
-        jobs.append((i, os.path.join(folder, f"{i:06d}.jpg")))
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        pool.map(_generate_one, jobs, chunksize=32)
 
 
 def read_and_hash(paths: list[str]) -> int:
@@ -108,7 +75,7 @@ def main(argv):
         if src is None:
             src = os.path.join(tmp, "src")
             print(f"generating {FLAGS.num_images} photo-like 500x375 JPEGs in {src} ...", flush=True)
-            generate(src, FLAGS.num_images, FLAGS.num_classes, workers)
+            write_photo_folder(src, FLAGS.num_images, FLAGS.num_classes, workers)
         paths = files_under(src)
         size = sum(os.path.getsize(p) for p in paths)
         out = FLAGS.out or os.path.join(tmp, "records")

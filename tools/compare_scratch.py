@@ -18,16 +18,14 @@ Prints a table and writes OUT/compare.csv (every validation point) and OUT/compa
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from absl import app, flags
 
-import experiment  # noqa: E402  (puts the repo on sys.path)
-from absl import app, flags  # noqa: E402
+import experiment
 
 ARMS = ("pretrained", "scratch")
 
@@ -43,8 +41,7 @@ def run_arm(name: str, records_dir: str, out: pathlib.Path, budget: float, arm_f
     started = time.time()
     seconds = experiment.run_tltrain([f"--records_dir={records_dir}", f"--model_dir={model_dir}",
                                       f"--max_seconds={budget}", *arm_flags], out / f"{name}.log")
-    validation = experiment.read_scalars(str(model_dir)).get("validation", {}).get("accuracy", [])
-    curve = [(wall - started, step, accuracy) for step, wall, accuracy in validation]
+    curve = [(r["time"] - started, r["step"], r["accuracy"]) for r in experiment.evaluations(str(model_dir))]
     summary = {"arm": name, "train_seconds": round(seconds, 1), "steps": curve[-1][1] if curve else 0,
                "final_val_accuracy": round(curve[-1][2], 4) if curve else None,
                "best_val_accuracy": round(max(a for _, _, a in curve), 4) if curve else None}

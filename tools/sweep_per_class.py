@@ -24,10 +24,9 @@ import pathlib
 import posixpath
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from absl import app, flags
 
-import experiment  # noqa: E402  (puts the repo on sys.path)
-from absl import app, flags  # noqa: E402
+import experiment
 
 
 def parse_sizes(values: list[str]) -> list[int | None]:

@@ -8,24 +8,26 @@ import os
 import posixpath
 import sys
 import typing
-from typing import Literal
 
-from tltrain.convert.options import ConvertError, Options, check_fields, option, scalar_type
+from tltrain.convert.options import ConvertError, Options
+from tltrain.fields import Section, define_flag, setting
 
 PROGRAM = "make_tfrecords"
 
 
 @dataclasses.dataclass(frozen=True)
-class Command:
+class Command(Section):
     """What to convert where, and how the command ends; the conversion itself is Options."""
 
-    src: str = option("", "Images: src/<class>/**/<image>, or src/{train,validation,test}/<class>/**.")
-    out: str = option("", "Output folder for the shards and dataset.json (local or gs://).")
-    overwrite: bool = option(False, "Replace the records already in --out.")
-    strict: bool = option(False, "Exit with status 1 if any file but hidden/system files was skipped.")
+    error = ConvertError
+
+    src: str = setting("", "Images: src/<class>/**/<image>, or src/{train,validation,test}/<class>/**.")
+    out: str = setting("", "Output folder for the shards and dataset.json (local or gs://).")
+    overwrite: bool = setting(False, "Replace the records already in --out.")
+    strict: bool = setting(False, "Exit with status 1 if any file but hidden/system files was skipped.")
 
     def __post_init__(self):
-        check_fields(self)
+        self.validate()
         for name in ("src", "out"):
             if not getattr(self, name):
                 raise ConvertError(f"--{name}: required")
@@ -33,18 +35,10 @@ class Command:
 
 def define_flags(classes=(Command, Options)) -> None:
     """One absl flag per field, named like it; listed by --help of whichever program runs run()."""
-    from absl import flags
-
     for cls in classes:
         hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
-            kind, args = scalar_type(hints[field.name]), (field.name, field.default, field.metadata["help"])
-            if typing.get_origin(kind) is Literal:
-                flags.DEFINE_enum(field.name, field.default, list(typing.get_args(kind)), args[2], module_name=sys.argv[0])
-                continue
-            define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
-                kind, flags.DEFINE_string)
-            define(*args, module_name=sys.argv[0])
+            define_flag(field.name, field, hints[field.name], module_name=sys.argv[0])
 
 
 def from_flags(cls):

@@ -39,6 +39,8 @@ def build_metadata(src: str, found: Scan, options: Options, assembler: Assembler
         "jpeg_quality": options.jpeg_quality,
         "store_png_as": options.store_png_as,
         "max_side": options.max_side,
+        "resize_for": options.resize_for,
+        "raw_max_bytes": options.raw_max_bytes,
         "skipped": sorted(assembler.skipped, key=lambda entry: entry["file"]),
         "digest": digest.hexdigest(),
     }

@@ -1,8 +1,9 @@
 """One source file -> the bytes to store, or the reason it cannot be stored.
 
-JPEG bytes that TensorFlow decodes as they are (8-bit baseline/progressive, gray/YCbCr/RGB, upright, complete)
-are kept byte for byte; everything else is decoded by Pillow, made upright RGB (alpha composited on white) and
-re-encoded once. Runs in the worker processes: no TensorFlow here.
+JPEG bytes that TensorFlow decodes as they are (8-bit baseline/progressive, gray/YCbCr/RGB, upright, complete,
+small enough for --max_side and --resize_for, too big for raw pixels) are kept byte for byte; everything else is
+decoded by Pillow, made upright RGB (alpha composited on white), shrunk if asked, and re-encoded once, or kept
+as raw pixels when tiny. Runs in the worker processes: no TensorFlow here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tltrain import records
 from tltrain.convert.options import Options
 
 # JPEG frame types libjpeg (inside TF) decodes: baseline, extended sequential, progressive (Huffman coded).
@@ -29,7 +31,7 @@ class Loaded:
 
     sha256: str = ""  # of the source file
     encoded: bytes = b""  # emptied when the worker keeps the record (record_size says how long it is)
-    image_format: str = ""  # jpeg | png
+    image_format: str = ""  # jpeg | png | raw (records.RAW_FORMAT)
     height: int = 0
     width: int = 0
     channels: int = 0
@@ -91,7 +93,7 @@ def jpeg_header(data: bytes) -> dict | None:
     return None
 
 
-def _tf_decodes_as_is(header: dict | None, max_side: int) -> bool:
+def _tf_decodes_as_is(header: dict | None, options: Options) -> bool:
     return (
         header is not None
         and header["frame"] in TF_JPEG_FRAMES
@@ -100,8 +102,29 @@ def _tf_decodes_as_is(header: dict | None, max_side: int) -> bool:
         and header["orientation"] == 1
         and header["complete"]
         and header["height"] > 0
-        and (not max_side or max(header["height"], header["width"]) <= max_side)
+        and _scale(header["width"], header["height"], options) == 1
+        and header["height"] * header["width"] * header["components"] > options.raw_max_bytes
     )
+
+
+def _scale(width: int, height: int, options: Options) -> float:
+    """The factor (<= 1) that brings the longer side to --max_side and the shorter one to what --resize_for needs."""
+    scale = 1.0
+    if options.max_side:
+        scale = min(scale, options.max_side / max(width, height))
+    if options.resize_for:
+        scale = min(scale, records.short_side_for(options.resize_for) / min(width, height))
+    return scale
+
+
+def _raw_pixels(image: Image.Image) -> tuple[bytes, int]:
+    """(height x width x channels uint8 bytes, channels) of an RGB image: one channel when it is gray."""
+    import numpy as np
+
+    pixels = np.asarray(image)
+    if (pixels[..., :1] == pixels).all():
+        pixels = pixels[..., :1]
+    return np.ascontiguousarray(pixels).tobytes(), pixels.shape[-1]
 
 
 def _scale_16bit(image: Image.Image) -> Image.Image:
@@ -128,18 +151,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise _Unsupported(f"{image.mode} pixels") from error
 
 
-def _reencode(data: bytes, options: Options) -> tuple[bytes, str, int, int]:
+def _reencode(data: bytes, options: Options) -> tuple[bytes, str, int, int, int]:
+    """(bytes, format, height, width, channels) to store for an image TF cannot take as it is."""
     with Image.open(io.BytesIO(data)) as image:
         lossy_source = image.format in ("JPEG", "MPO")
-        if options.max_side and max(image.size) > options.max_side:
-            scale = options.max_side / max(image.size)
+        scale = _scale(image.width, image.height, options)
+        if scale < 1:
             image.draft(image.mode, (math.ceil(image.width * scale), math.ceil(image.height * scale)))  # DCT scaling
         image.load()
         image = to_rgb(ImageOps.exif_transpose(image))
-    if options.max_side and max(image.size) > options.max_side:
-        scale = options.max_side / max(image.size)
+    scale = _scale(image.width, image.height, options)  # again: the draft may have shrunk it already
+    if scale < 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.LANCZOS)
+    if image.height * image.width <= options.raw_max_bytes:  # raw pixels may fit: one byte each when gray
+        pixels, channels = _raw_pixels(image)
+        if len(pixels) <= options.raw_max_bytes:
+            return pixels, records.RAW_FORMAT, image.height, image.width, channels
     buffer = io.BytesIO()
     if lossy_source or options.store_png_as == "jpeg":
         image.save(buffer, "JPEG", quality=options.jpeg_quality)
@@ -147,7 +175,7 @@ def _reencode(data: bytes, options: Options) -> tuple[bytes, str, int, int]:
     else:
         image.save(buffer, "PNG")
         image_format = "png"
-    return buffer.getvalue(), image_format, image.height, image.width
+    return buffer.getvalue(), image_format, image.height, image.width, 3
 
 
 def _looks_like_image(data: bytes) -> bool:
@@ -183,13 +211,13 @@ def load(path: str, options: Options) -> Loaded:
         return Loaded(reason="zero bytes")
     sha256 = hashlib.sha256(data).hexdigest()
     header = jpeg_header(data) if data.startswith(b"\xff\xd8\xff") else None
-    if _tf_decodes_as_is(header, options.max_side):
+    if _tf_decodes_as_is(header, options):
         size = (header["height"], header["width"], header["components"])
         return Loaded(sha256, data, "jpeg", *size, sha256)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about odd EXIF/metadata it then handles
-            encoded, image_format, height, width = _reencode(data, options)
+            encoded, image_format, height, width, channels = _reencode(data, options)
     except Image.DecompressionBombError as error:
         return Loaded(sha256, reason="unsupported", detail=str(error).split(" could ")[0])
     except _Unsupported as error:
@@ -199,4 +227,4 @@ def load(path: str, options: Options) -> Loaded:
     except Exception as error:  # Pillow decoders raise many types on bad data; every one means a bad file
         cut = "truncat" in str(error).lower() or (header is not None and not header["complete"])
         return Loaded(sha256, reason="truncated" if cut else "corrupt", detail=f"{type(error).__name__}: {error}")
-    return Loaded(sha256, encoded, image_format, height, width, 3, hashlib.sha256(encoded).hexdigest())
+    return Loaded(sha256, encoded, image_format, height, width, channels, hashlib.sha256(encoded).hexdigest())
