@@ -189,7 +189,8 @@ class RunConfig:
     def from_json(cls, text: str) -> RunConfig:
         """The config a model_dir's config.json holds. Unknown keys are ignored, and a field that has moved to
         another section since the file was written (eval_split, export_*, top_k were under train) is found
-        in its old place."""
+        in its old place; an export_tflite of true or false (before the TFLite variants) reads as float32 or
+        none."""
         raw = json.loads(text)
         hints = typing.get_type_hints(cls)
         found = {key: value for section in raw.values() if isinstance(section, dict) for key, value in section.items()}
@@ -202,6 +203,8 @@ class RunConfig:
                 if field.name in own or (field.name != "seed" and field.name in found):
                     value = own.get(field.name, found.get(field.name))
                     values[field.name] = tuple(value) if isinstance(value, list) else value
+            if isinstance(values.get("export_tflite"), bool):  # a bool (write model.tflite) before the variants
+                values["export_tflite"] = ("float32",) if values["export_tflite"] else ()
             kwargs[section.name] = section_cls(**values)
         return cls(**kwargs)
 
