@@ -155,7 +155,7 @@ def test_a_config_json_of_an_older_run_still_reads():
     old["data"]["crop_area_range"] = [0.5, 1.0]
     cfg = config.RunConfig.from_json(json.dumps(old))
     assert (cfg.evaluate.eval_split, cfg.export.export_dir, cfg.export.export_tflite, cfg.predict.top_k) == (
-        "test", "gs://b/e", True, 3)
+        "test", "gs://b/e", ("float32",), 3)
     assert cfg.data.crop_area_range == (0.5, 1.0)
     assert cfg == dataclasses.replace(cfg).validate()
     assert config.RunConfig.from_json(cfg.to_json()) == cfg

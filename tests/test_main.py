@@ -63,7 +63,7 @@ def test_flags_and_flagfile_fill_the_config_and_it_round_trips_through_json(tmp_
     assert (cfg.model.model, cfg.model.head_units, cfg.data.crop_area_range) == ("simple_cnn", (64, 32), (0.5, 1.0))
     assert (cfg.augment.preset, cfg.data.batch_size, cfg.train.profile_steps) == ("seed_recipe", 8, (3, 5))
     assert cfg.train.seed == cfg.data.seed == cfg.augment.seed == 7
-    assert cfg.export.export_tflite is True
+    assert cfg.export.export_tflite == ("float32",)  # a bare --export_tflite keeps its old meaning
     assert RunConfig.from_json(cfg.to_json()) == cfg
 
 

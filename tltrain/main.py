@@ -39,6 +39,8 @@ def given_flags() -> set[str]:
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with a flag error as one line (absl's own handler prints two)."""
+    bare = {"--export_tflite", "-export_tflite"}  # a list flag needs a value; bare, it keeps its old meaning
+    argv = ["--export_tflite=float32" if arg in bare else arg for arg in argv]
     try:
         return FLAGS(argv)
     except flags.Error as e:
@@ -52,7 +54,7 @@ def main(argv: list[str]) -> None:
 
         log.info(models.describe_models())
         return
-    from tltrain import evaluate, export, plan, predict, run_dir, train
+    from tltrain import evaluate, export, plan, predict, run_dir, tflite, train
     from tltrain.errors import RunError
     from tltrain import strategy as strategy_lib
 
@@ -75,6 +77,8 @@ def main(argv: list[str]) -> None:
         elif mode == "export":
             run_dir.load_config(model_dir)  # a trained model_dir
             run_dir.check_directory("export_dir", cfg.export.export_dir)
+            tflite.check_variants(cfg.export.export_tflite)
+            evaluate.prepare(model_dir, split=cfg.evaluate.eval_split)  # the report's records and split
         else:
             predict.check_model_dir(model_dir)
             predict.image_paths(files)
@@ -90,8 +94,10 @@ def main(argv: list[str]) -> None:
             log.info(f"{split}: accuracy {report['accuracy']:.4f}, top5 {report['top5_accuracy']:.4f}, "
                      f"loss {report['loss']:.4f} over {report['count']} images; report in {model_dir}")
         elif mode == "export":
-            for what, path in export.export(model_dir, cfg.export.export_dir, cfg.export.export_tflite,
-                                             cfg.evaluate.tta).items():
+            paths = export.export(model_dir, cfg.export.export_dir, cfg.export.export_tflite,
+                                  cfg.export.quantize_samples, cfg.export.max_accuracy_drop,
+                                  cfg.export.allow_accuracy_drop, cfg.evaluate.eval_split, cfg.evaluate.tta)
+            for what, path in paths.items():
                 log.info(f"{what}: {path}")
         elif predict.print_predictions(model_dir, files, cfg.predict.top_k):
             sys.exit(1)  # some files could not be predicted; each has its line

@@ -125,8 +125,9 @@ def main(argv):
     cpu_ms = {}  # tltrain's per-record function on one thread: the ratio that other load does not move
     for image_format, (records_dir, serialized) in written.items():
         cfg = DataConfig(records_dir=records_dir)
-        run_once = bench_measure.one_thread_pass(serialized[:4096], data.train_record_decoder(cfg, FLAGS.image_size))
-        cpu_ms[image_format] = round(bench_measure.cpu_ms_per_image(run_once, 4096), 4)
+        sample = serialized[:4096]
+        run_once = bench_measure.one_thread_pass(sample, data.train_record_decoder(cfg, FLAGS.image_size))
+        cpu_ms[image_format] = round(bench_measure.cpu_ms_per_image(run_once, len(sample)), 4)
     cpu_ratios = {f"png_over_{f}": round(cpu_ms["png"] / cpu_ms[f], 3) for f in FORMATS}
     bench_measure.report(figures, passes, about, settings,
                          targets=(("tltrain_raw", "tltrain_png", 1.0), ("decode_raw", "decode_png", 1.0)),
