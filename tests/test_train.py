@@ -7,6 +7,7 @@ import logging
 import io
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tltrain import checkpoints, model_dir_lock, models, reporting, run_dir, train
+from tltrain import keep, checkpoints, model_dir_lock, models, reporting, run_dir, train
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 
@@ -330,6 +331,7 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_newest_that_reads(tmp_p
     assert f"resumed from {model_dir}/checkpoints/ckpt-2\n" in out
     assert steps() == [4, 5, 6]
 
+    shutil.rmtree(model_dir / keep.BEST_DIR)  # without kept weights load_trained reads checkpoints/
     for path in (model_dir / "checkpoints").glob("ckpt-6.*"):  # a truncated index: the same fallback
         path.write_bytes(path.read_bytes()[:10])
     run_dir.load_trained(str(model_dir))
