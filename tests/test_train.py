@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tltrain import keep, checkpoints, model_dir_lock, models, reporting, run_dir, train
+from tltrain import checkpoints, keep, model_dir_lock, models, reporting, run_dir, train
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 
