@@ -21,7 +21,6 @@ def write_color_records(out_dir: pathlib.Path, per_class: dict[str, int], size: 
     import io
 
     import numpy as np
-    import tensorflow as tf
     from PIL import Image
 
     from tltrain import records
