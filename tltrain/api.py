@@ -54,14 +54,14 @@ def fit(records_dir: str, model_dir: str, **settings) -> tuple:
     history: one dict per epoch with phase, epoch, step, loss, accuracy, val_accuracy, ...).
 
     Every setting is checked before anything is built."""
-    from tltrain import run_dir, train
+    from tltrain import plan, run_dir, train
     from tltrain import strategy as strategy_lib
 
     with _errors_name_arguments():
         cfg = config.from_settings(records_dir=records_dir, model_dir=model_dir, **settings)
         strategy_lib.configure_cpu_devices(cfg.strategy.num_cpu_devices)
-        job = train.prepare(cfg)
-    history = train.train(job)["history"]
+        job = plan.prepare(cfg, {"records_dir", "model_dir", *settings}, checked=False)
+    history = train.train(plan.check(job))["history"]
     _, model, class_names = run_dir.load_trained(model_dir)
     return model, class_names, history
 

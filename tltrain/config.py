@@ -29,6 +29,8 @@ ClassWeight = Literal["none", "balanced"]
 MixedPrecision = Literal["auto", "float16", "bfloat16", "none"]
 ScaleLearningRate = Literal["none", "linear"]
 Strategy = Literal["default", "one_device", "mirrored", "multi_worker", "tpu"]
+Plan = Literal["auto", "none"]
+TestTimeAugmentation = Literal["none", "flip"]
 
 
 @dataclasses.dataclass
@@ -95,6 +97,8 @@ class ModelConfig(Section):
 @dataclasses.dataclass
 class TrainConfig(Section):
     model_dir: str = setting("", "where checkpoints, summaries, reports and exports go (local or gs://)")
+    plan: Plan = setting("auto", "auto: the settings not given are derived from the data (tltrain/plan.py); none: the "
+                                 "fixed defaults")
     epochs: int = setting(5, "phase 1: frozen backbone, new head", ge=0)
     fine_tune_epochs: int = setting(0, "phase 2: top of the backbone unfrozen", ge=0)
     fine_tune_at: str = setting("", 'layer index, layer name or block name; "" = the model\'s default cut')
@@ -113,6 +117,10 @@ class TrainConfig(Section):
     steps_per_execution: int = setting(1, "train steps per tf.function call (>1 for TPUs)", ge=1)
     checkpoint_steps: int = setting(0, "0: only at the end of each epoch", ge=0)
     stop_at_accuracy: float = setting(0.0, "0: never stop early", ge=0, le=1)
+    patience: int = setting(0, "end fine-tuning after this many validations without a better accuracy; 0: never",
+                            ge=0)
+    ema_decay: float = setting(0.0, "keep an exponential moving average of the weights (e.g. 0.999), which is what "
+                                    "is validated and kept; 0: off", ge=0, lt=1)
     mixed_precision: MixedPrecision = setting("auto", "auto: float16 on GPUs of capability 7.0+, bfloat16 on TPUs, "
                                                       "float32 elsewhere, CPUs included (bfloat16 there only when "
                                                       "asked: slower on the CPUs measured)")
@@ -141,6 +149,8 @@ class TrainConfig(Section):
 class EvaluateConfig(Section):
     eval_split: str = setting("", '--mode=evaluate and the export report: this split; "" = test when the records '
                                   "have one, else validation")
+    tta: TestTimeAugmentation = setting("none", "flip: --mode=evaluate and --mode=export average each image's and "
+                                                "its mirror's predictions")
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 import tltrain
-from tltrain import data, progbar, run_dir, steps
+from tltrain import data, models, progbar, run_dir, steps
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 
@@ -124,10 +124,12 @@ def default_split(available: dict[str, int], validation_split: str) -> str:
     return "test" if available.get("test") else validation_split
 
 
-def prepare(model_dir: str, records_dir: str = "", split: str = "") -> tuple[RunConfig, str]:
-    """The trained run's config (records_dir replaced when given) and the split to evaluate; one-line errors
-    for a model_dir without a trained model, missing records, or a split the records lack."""
+def prepare(model_dir: str, records_dir: str = "", split: str = "", tta: str = "none") -> tuple[RunConfig, str]:
+    """The trained run's config (records_dir replaced when given; this evaluation's --tta) and the split to
+    evaluate; one-line errors for a model_dir without a trained model, missing records, or a split the records
+    lack."""
     cfg, _ = run_dir.load_config(model_dir)
+    cfg = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, tta=tta))
     if records_dir:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, records_dir=records_dir))
     counts = data.dataset_info(cfg.data).split_counts
@@ -138,18 +140,21 @@ def prepare(model_dir: str, records_dir: str = "", split: str = "") -> tuple[Run
 
 
 def evaluate(cfg: RunConfig, split: str, strategy: tf.distribute.Strategy) -> dict:
-    """--mode=evaluate: accuracy, top-5, per-class precision/recall/F1 and the confusion matrix of the latest
-    checkpoint on `split`, written to model_dir (evaluation.json, confusion_matrix.png) and TensorBoard
+    """--mode=evaluate: accuracy, top-5, per-class precision/recall/F1 and the confusion matrix of the kept
+    model (with --tta=flip: averaged over each image and its mirror) on `split`, written to model_dir (evaluation.json, confusion_matrix.png) and TensorBoard
     (model_dir/evaluation). Returns the report."""
     model_dir = cfg.train.model_dir
     with strategy.scope():
         _, model, class_names = run_dir.load_trained(model_dir)
+        if cfg.evaluate.tta == "flip":
+            model = models.with_flip_tta(model)
     num_steps = data.eval_steps(cfg.data, split)
     progress = progbar.StepProgress(f"evaluate {split}", num_steps, cfg.train.progress_seconds)
     result = make_evaluator(strategy, model, cfg, split, len(class_names), num_steps)(progress.update)
     progress.close()
     report = {
         "split": split,
+        "tta": cfg.evaluate.tta,
         "count": result.count,
         "loss": result.loss,
         "accuracy": result.accuracy,

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 import tltrain
-from tltrain import data, evaluate, export_report, run_dir, tflite
+from tltrain import data, evaluate, export_report, models, run_dir, tflite
 
 SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
@@ -82,13 +82,17 @@ def _write_tflite(model: keras.Model, cfg, class_names: list[str], export_dir: s
 
 
 def export(model_dir: str, export_dir: str = "", tflite_variants: Sequence[str] = (), quantize_samples: int = 300,
-           max_accuracy_drop: float = 1.0, allow_accuracy_drop: bool = False, eval_split: str = "") -> dict[str, str]:
-    """Writes the export of model_dir's latest checkpoint, prints and writes its report; returns {what: path}.
+           max_accuracy_drop: float = 1.0, allow_accuracy_drop: bool = False, eval_split: str = "",
+           tta: str = "none") -> dict[str, str]:
+    """Writes the export of model_dir's kept model (with tta="flip": averaging each image's and its mirror's
+    predictions), prints and writes its report; returns {what: path}.
     AccuracyDropError (after writing everything) when a format loses more than max_accuracy_drop points of
     top-1 against model.keras, unless allow_accuracy_drop."""
     variants = tflite.check_variants(tflite_variants)
     eval_cfg, split = evaluate.prepare(model_dir, split=eval_split)  # records and split checked before any model
     cfg, model, class_names = run_dir.load_trained(model_dir)
+    if tta == "flip":
+        model = models.with_flip_tta(model)
     export_dir = export_dir or posixpath.join(model_dir, "export")
     paths = {
         "saved_model": posixpath.join(export_dir, SAVED_MODEL_DIR),

@@ -32,3 +32,4 @@ class Job:
     validation_steps: int  # 0: no validation split
     phases: list[Phase]
     precision: str  # keras dtype policy name
+    plan: dict = dataclasses.field(default_factory=dict)  # what tltrain.plan chose and why (saved in config.json)

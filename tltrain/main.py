@@ -32,6 +32,11 @@ def config_from_flags() -> config_lib.RunConfig:
                                        for name, setting in SETTINGS.items()})
 
 
+def given_flags() -> set[str]:
+    """The names of the config flags given on the command line (or in a --flagfile): the plan leaves them be."""
+    return {name for name in SETTINGS if FLAGS[name].present}
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with a flag error as one line (absl's own handler prints two)."""
     bare = {"--export_tflite", "-export_tflite"}  # a list flag needs a value; bare, it keeps its old meaning
@@ -49,7 +54,7 @@ def main(argv: list[str]) -> None:
 
         log.info(models.describe_models())
         return
-    from tltrain import evaluate, export, predict, run_dir, tflite, train
+    from tltrain import evaluate, export, plan, predict, run_dir, tflite, train
     from tltrain.errors import RunError
     from tltrain import strategy as strategy_lib
 
@@ -64,9 +69,10 @@ def main(argv: list[str]) -> None:
         if mode in ("train", "evaluate"):  # logical CPU devices: process-wide, before TensorFlow uses a device
             strategy_lib.configure_cpu_devices(cfg.strategy.num_cpu_devices)
         if mode == "train":
-            job = train.prepare(cfg)
+            job = plan.prepare(cfg, given_flags(), checked=False)
         elif mode == "evaluate":
-            eval_cfg, split = evaluate.prepare(model_dir, cfg.data.records_dir, cfg.evaluate.eval_split)
+            eval_cfg, split = evaluate.prepare(model_dir, cfg.data.records_dir, cfg.evaluate.eval_split,
+                                              cfg.evaluate.tta)
             strategy = strategy_lib.make_strategy(cfg.strategy)
         elif mode == "export":
             run_dir.load_config(model_dir)  # a trained model_dir
@@ -82,7 +88,7 @@ def main(argv: list[str]) -> None:
         _exit_if_records_damaged(e, FLAGS.records_dir)
     try:
         if mode == "train":
-            train.train(job)
+            train.train(plan.check(job))
         elif mode == "evaluate":
             report = evaluate.evaluate(eval_cfg, split, strategy)
             log.info(f"{split}: accuracy {report['accuracy']:.4f}, top5 {report['top5_accuracy']:.4f}, "
@@ -90,7 +96,7 @@ def main(argv: list[str]) -> None:
         elif mode == "export":
             paths = export.export(model_dir, cfg.export.export_dir, cfg.export.export_tflite,
                                   cfg.export.quantize_samples, cfg.export.max_accuracy_drop,
-                                  cfg.export.allow_accuracy_drop, cfg.evaluate.eval_split)
+                                  cfg.export.allow_accuracy_drop, cfg.evaluate.eval_split, cfg.evaluate.tta)
             for what, path in paths.items():
                 log.info(f"{what}: {path}")
         elif predict.print_predictions(model_dir, files, cfg.predict.top_k):

@@ -230,6 +230,26 @@ def build_classifier(model_cfg: ModelConfig, num_classes: int, image_size: int) 
     return keras.Model(inputs, outputs, name=key)
 
 
+@keras.saving.register_keras_serializable(package="tltrain")
+class HorizontalFlip(layers.Layer):
+    """Images [N, H, W, C] mirrored left-right: the second view of flip test-time augmentation."""
+
+    def call(self, images):
+        return keras.ops.flip(images, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def with_flip_tta(model: keras.Model) -> keras.Model:
+    """The classifier averaging its probabilities over the image and its mirror (--tta=flip): the same inputs
+    and outputs as `model`, so evaluation, export and predict take it as it is."""
+    pixels = keras.Input(model.input.shape[1:], dtype=model.input.dtype, name="pixels")
+    mirrored = HorizontalFlip(name="mirror")(pixels)
+    averaged = layers.Average(dtype="float32", name="tta_average")([model(pixels), model(mirrored)])
+    return keras.Model(pixels, averaged, name=f"{model.name}_flip_tta")
+
+
 def _build_backbone(key: str, model_cfg: ModelConfig, size: int) -> keras.Model:
     """The family's include_top=False model with its weights, cut at --feature_layer, as a model named "backbone".
 

@@ -9,6 +9,7 @@ model_dir/train, validation, evaluation/  TensorBoard runs;  model_dir/export/  
 from __future__ import annotations
 
 import dataclasses
+import json
 import posixpath
 
 import keras
@@ -56,9 +57,13 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def write_run_files(directory: str, cfg: RunConfig, class_names: list[str]) -> None:
-    """config.json and labels.txt into a model_dir (or an export, which predict reads the same way)."""
-    write_text(posixpath.join(directory, CONFIG_FILE), cfg.to_json() + "\n")
+def write_run_files(directory: str, cfg: RunConfig, class_names: list[str], plan: dict | None = None) -> None:
+    """config.json (with the automatic plan's record under "plan", when there is one) and labels.txt into a
+    model_dir (or an export, which predict reads the same way)."""
+    text = cfg.to_json()
+    if plan:
+        text = json.dumps({**json.loads(text), "plan": plan}, indent=2, sort_keys=True)
+    write_text(posixpath.join(directory, CONFIG_FILE), text + "\n")
     write_text(posixpath.join(directory, LABELS_FILE), "".join(f"{name}\n" for name in class_names))
 
 
@@ -125,9 +130,14 @@ def load_config(model_dir: str) -> tuple[RunConfig, list[str]]:
 
 
 def load_trained(model_dir: str, precision: str = "float32") -> tuple[RunConfig, keras.Model, list[str]]:
-    """The config, the model holding the newest readable checkpoint's weights, and the class names of a trained
-    model_dir (for evaluate, export and predict)."""
+    """The config, the model holding the kept weights (tltrain.keep: the best validated ones; for a run from
+    before they were kept, the newest readable checkpoint's), and the class names of a trained model_dir (for
+    evaluate, export and predict)."""
+    from tltrain import keep
+
     cfg, class_names = load_config(model_dir)
     model = build_model(cfg, len(class_names), precision, weights="none")
-    checkpoints.restore_newest(tf.train.Checkpoint(model=model), posixpath.join(model_dir, CHECKPOINT_DIR), partial=True)
+    checkpoint = tf.train.Checkpoint(model=model)
+    if not checkpoints.restore_newest(checkpoint, posixpath.join(model_dir, keep.BEST_DIR), partial=True):
+        checkpoints.restore_newest(checkpoint, posixpath.join(model_dir, CHECKPOINT_DIR), partial=True)
     return cfg, model, class_names

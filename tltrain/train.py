@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tltrain import augment, checkpoints, data, data_service, features, model_dir_lock, models, phases, progbar
+from tltrain import augment, checkpoints, data, data_service, features, keep, model_dir_lock, models, phases, progbar
 from tltrain import reporting, run_dir, steps
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
@@ -124,14 +124,17 @@ def plan_phases(cfg: RunConfig, replicas: int) -> list[Phase]:
     return [p for p in planned if p.epochs > 0]
 
 
-def make_optimizer(name: str, schedule: keras.optimizers.schedules.LearningRateSchedule, precision: str):
-    """adam | sgd (momentum 0.9) | rmsprop; wrapped in a LossScaleOptimizer under float16."""
+def make_optimizer(name: str, schedule: keras.optimizers.schedules.LearningRateSchedule, precision: str,
+                   ema_decay: float = 0.0):
+    """adam | sgd (momentum 0.9) | rmsprop, keeping a moving average of the weights with ema_decay > 0; wrapped
+    in a LossScaleOptimizer under float16."""
+    ema = keep.optimizer_options(ema_decay)
     if name == "adam":
-        optimizer = keras.optimizers.Adam(schedule)
+        optimizer = keras.optimizers.Adam(schedule, **ema)
     elif name == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=0.9)
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, **ema)
     elif name == "rmsprop":
-        optimizer = keras.optimizers.RMSprop(schedule)
+        optimizer = keras.optimizers.RMSprop(schedule, **ema)
     else:
         raise ValueError(f"--optimizer={name}: unknown; choose adam, sgd or rmsprop")
     return keras.optimizers.LossScaleOptimizer(optimizer) if precision == "mixed_float16" else optimizer
@@ -183,12 +186,12 @@ class _Progress:
     """Where the run is (global step, phase, step within the phase, stopped early), with the model and every
     phase's optimizer in one checkpoint. Restored from model_dir when there is a checkpoint."""
 
-    def __init__(self, job: Job, model: keras.Model, optimizers: dict):
+    def __init__(self, job: Job, model: keras.Model, optimizers: dict, keeper: keep.Keeper):
         with job.strategy.scope():
             self.variables = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
                               for name in ("step", "phase", "phase_step", "stopped_early")}
         checkpoint = tf.train.Checkpoint(model=model, **{f"optimizer_{n}": o for n, o in optimizers.items()},
-                                         **self.variables)
+                                         **self.variables, **keeper.variables)
         self.directory = posixpath.join(job.cfg.train.model_dir, run_dir.CHECKPOINT_DIR)
         self.write_directory = strategy_lib.write_dir(self.directory)  # a temporary one on non-chief workers
         self.manager = tf.train.CheckpointManager(checkpoint, self.write_directory, max_to_keep=3)
@@ -228,7 +231,7 @@ def _build(job: Job) -> tuple[keras.Model, object, dict]:
         for phase in job.phases:
             schedule = PhaseSchedule(phase.learning_rate, phase.epochs * spe,
                                      round(cfg.train.warmup_epochs * spe), cfg.train.schedule)
-            optimizers[phase.name] = make_optimizer(cfg.train.optimizer, schedule, job.precision)
+            optimizers[phase.name] = make_optimizer(cfg.train.optimizer, schedule, job.precision, cfg.train.ema_decay)
             models.set_phase(model, phase.name, cfg.model, cfg.train.fine_tune_at, cfg.train.fine_tune_batchnorm)
             optimizers[phase.name].build(model.trainable_variables)
     return model, augmenter, optimizers
@@ -253,13 +256,14 @@ def _train(job: Job) -> dict:
     cfg, strategy, t = job.cfg, job.strategy, job.cfg.train
     k, spe, global_batch = t.steps_per_execution, job.steps_per_epoch, cfg.data.batch_size
     if strategy_lib.is_chief():
-        run_dir.write_run_files(t.model_dir, cfg, job.class_names)
+        run_dir.write_run_files(t.model_dir, cfg, job.class_names, job.plan)
     replicas = strategy.num_replicas_in_sync
     log.info(f"{type(strategy).__name__}, {replicas} replicas, {job.precision}, global batch {global_batch} "
              f"({global_batch // replicas} per replica), {spe} steps per epoch, "
              f"{job.validation_steps} validation steps")
     model, augmenter, optimizers = _build(job)
-    progress = _Progress(job, model, optimizers)
+    keeper = keep.Keeper(job, model)
+    progress = _Progress(job, model, optimizers, keeper)
     history: list[dict] = []
     result = {"step": progress.step, "stopped_early": progress.stopped_early, "history": history}
     remaining = [i for i, p in enumerate(job.phases) if i > progress.phase or
@@ -268,6 +272,7 @@ def _train(job: Job) -> dict:
         reason = "stopped early (--stop_at_accuracy)" if progress.stopped_early else "complete"
         log.info(f"run already {reason} at step {progress.step}")
         progress.close()
+        keeper.close()
         return result
 
     summaries = reporting.Summaries(job, fresh=progress.step == 0)
@@ -284,11 +289,14 @@ def _train(job: Job) -> dict:
         log.info(f"[{phase.name}] {trainable} trainable backbone layers, {len(model.trainable_variables)} trainable "
                  f"variables, learning rate {phase.learning_rate:g}, {phase.epochs} epochs of {spe} steps")
         optimizer = optimizers[phase.name]
+        if progress.phase_step == 0:
+            keeper.start_phase()
         task = phases.task_for(job, phase, images)
         train_steps = steps.make_train_function(job, task.model, optimizer, task.augmenter, class_weights)
         batches = task.batches()
         grid_pending = True
-        while progress.phase_step < total and not progress.stopped_early and not out_of_time:
+        patience_ended = False
+        while progress.phase_step < total and not progress.stopped_early and not out_of_time and not patience_ended:
             epoch_start = progress.phase_step // spe * spe
             epoch_meter, window_meter = reporting.Meter(), reporting.Meter()
             bar = progbar.StepProgress(f"[{phase.name}]", spe, t.progress_seconds, progress.phase_step - epoch_start,
@@ -330,7 +338,10 @@ def _train(job: Job) -> dict:
                               learning_rate=learning_rate)
             validation_started = time.perf_counter()
             bar = progbar.StepProgress(f"[{phase.name}] validation", job.validation_steps, t.progress_seconds)
-            validation = task.evaluate(bar.update)
+            with keep.averaged_weights(optimizer):  # what is validated is what is kept
+                validation = task.evaluate(bar.update)
+                patience_ended = keeper.after_validation(None if validation is None else validation.accuracy,
+                                                         progress.step, phase.name)
             bar.close()
             log.info(reporting.epoch_line(phase, epoch, progress.step, epoch_meter.seconds, train_metrics, validation,
                                           learning_rate))
@@ -346,12 +357,15 @@ def _train(job: Job) -> dict:
                     log.info(f"validation accuracy {validation.accuracy:.4f} >= "
                              f"--stop_at_accuracy={t.stop_at_accuracy}: stopping")
             history.append(record)
+            if patience_ended:
+                progress.phase_step = total  # the phase is over: a resumed run goes on with the next one
             progress.save()
         if progress.stopped_early or out_of_time:
             break
     profiler.end()
     summaries.close()
     progress.close()
+    keeper.close()
     result.update(step=progress.step, stopped_early=progress.stopped_early)
     if strategy_lib.is_chief():
         log.info(f"done at step {progress.step}; TensorBoard: tensorboard --logdir {t.model_dir}")

