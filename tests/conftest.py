@@ -1,5 +1,6 @@
 """Shared test setup: quiet TensorFlow logs, and fixtures used by several test files."""
 
+import os
 import pathlib
 
 import pytest
@@ -21,7 +22,6 @@ def write_color_records(out_dir: pathlib.Path, per_class: dict[str, int], size: 
     import io
 
     import numpy as np
-    import tensorflow as tf
     from PIL import Image
 
     from tltrain import records

@@ -2,7 +2,6 @@
 determinism, and recovery from a killed run."""
 
 import hashlib
-import io
 import os
 import pathlib
 import shutil

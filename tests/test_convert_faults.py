@@ -5,10 +5,8 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import threading
 
-import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image

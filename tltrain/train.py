@@ -62,7 +62,6 @@ def prepare(cfg: RunConfig) -> Job:
         train=dataclasses.replace(t, num_classes=info.num_classes),
     )
     run_dir.check_resume_compatible(cfg, list(info.class_names))
-    data.warn_if_records_oversized(cfg.data, image_size)
     features.validate(cfg)
     data_service.probe(cfg.data)
     _check_resumable_with(t.steps_per_execution, t.model_dir)
@@ -70,6 +69,7 @@ def prepare(cfg: RunConfig) -> Job:
         _check_fine_tune_at(cfg)
 
     strategy = strategy_lib.make_strategy(cfg.strategy)
+    data.warn_if_records_oversized(cfg.data, image_size)  # reads records: after the strategy, which must come first
     replicas = strategy.num_replicas_in_sync
     if cfg.data.batch_size % replicas:
         raise ValueError(f"--batch_size={cfg.data.batch_size}: not divisible by the {replicas} replicas")

@@ -37,7 +37,6 @@ import math
 import os
 import statistics
 import sys
-import time
 
 import tltrain  # noqa: F401  (first: TensorFlow's start-up settings, before TensorFlow loads)
 from absl import app, flags
