@@ -44,6 +44,7 @@ phase 2 step rule. `--plan=none` turns all of this off (the fixed defaults of co
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import logging
 import math
@@ -99,19 +100,25 @@ def facts(cfg: RunConfig) -> DataFacts:
 
 def source_side(cfg: RunConfig) -> int:
     """Median short side (pixels) of up to SIZE_SAMPLE training records, read from their height/width fields
-    (no image is decoded); 0 for TFDS sources."""
+    (no image is decoded); 0 for TFDS sources. Plain file reads and protobuf parsing, no TensorFlow op: a
+    multi-worker strategy must configure TensorFlow's runtime before anything runs on it."""
     if not cfg.data.records_dir:
         return 0
-    import tensorflow as tf
+    from tensorflow.core.example import example_pb2
 
     metadata = DatasetMetadata.read(cfg.data.records_dir)
     if cfg.data.train_split not in metadata.splits:
         return 0
-    spec = {key: records.FEATURES[key] for key in ("image/height", "image/width")}
-    dataset = tf.data.TFRecordDataset(metadata.shard_paths(cfg.data.train_split), metadata.compression)
-    dataset = dataset.take(SIZE_SAMPLE)
-    sizes = dataset.batch(SIZE_SAMPLE).map(lambda s: tf.io.parse_example(s, spec))
-    sides = [min(h, w) for batch in sizes for h, w in zip(batch["image/height"].numpy(), batch["image/width"].numpy())]
+    sides = []
+    for path in metadata.shard_paths(cfg.data.train_split):
+        with records.open_file(path) as raw:
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if metadata.compression.upper() == "GZIP" else raw
+            for serialized in records.read_records(stream, path):
+                feature = example_pb2.Example.FromString(serialized).features.feature
+                sides.append(min(feature["image/height"].int64_list.value[0],
+                                 feature["image/width"].int64_list.value[0]))
+                if len(sides) >= SIZE_SAMPLE:
+                    return int(statistics.median(sides))
     return int(statistics.median(sides)) if sides else 0
 
 
