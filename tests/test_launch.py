@@ -439,7 +439,9 @@ def test_two_worker_job_on_localhost_trains_and_resumes_after_a_worker_is_killed
     assert status != 0 and cluster.processes[1].returncode == -signal.SIGKILL, first.getvalue()
     assert all(process.returncode is not None for process in cluster.processes)
     assert 2 <= killed_at < 24 and "done at step" not in first.getvalue()
-    assert [name.startswith("tltrain-worker1-checkpoints") for name in write_dirs()] == [True]
+    # worker 1's write dirs: checkpoints/ and best/ (the kept weights), both left behind by the kill
+    assert sorted(name.split("-")[2] for name in write_dirs() if name.startswith("tltrain-worker1-")) == \
+        ["best", "checkpoints"] and len(write_dirs()) == 2
 
     second = io.StringIO()  # the same job, the same temp dir: the re-run removes what the killed worker left
     status = local_cluster.run_cluster(args, num_workers=2, env=env, timeout_s=300, out=second)
