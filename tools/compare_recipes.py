@@ -59,7 +59,7 @@ def tutorial(image_dir: pathlib.Path, weights: str, seed: int = 0) -> dict:
     import keras
     import tensorflow as tf
 
-    from tltrain import models
+    from tltrain import weights as weights_lib
 
     keras.utils.set_random_seed(seed)
     size = (TUTORIAL["image_size"],) * 2
@@ -73,7 +73,7 @@ def tutorial(image_dir: pathlib.Path, weights: str, seed: int = 0) -> dict:
     data_augmentation = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.2)])
     preprocess_input = keras.applications.mobilenet_v2.preprocess_input
     base_model = keras.applications.MobileNetV2(input_shape=size + (3,), include_top=False, weights=None)
-    models.load_backbone_weights(base_model, weights, 0.9)
+    weights_lib.load_backbone_weights(base_model, weights, 0.9)
     base_model.trainable = False
     inputs = keras.Input(shape=size + (3,))
     x = data_augmentation(inputs)
