@@ -225,7 +225,7 @@ def test_fine_tune_on_cached_activations_trains_the_classifiers_top_layers(tmp_p
     """--cache_fine_tune: phase 2 on stored activations below --fine_tune_at (here with no phase 1) trains the
     classifier's own top blocks and head: --mode=evaluate on images matches the cached validation exactly."""
     cfg = cached_config(color_records, tmp_path / "run", epochs=0, fine_tune_epochs=4, fine_tune_at="block_13",
-                        cache_fine_tune=True, fine_tune_learning_rate=3e-3)
+                        cache_fine_tune=True, fine_tune_learning_rate=1e-3)  # float32 losses 0.79 -> 0.25 (3e-3: noisy)
     cfg.model = dataclasses.replace(cfg.model, model="mobilenet_v2", alpha=0.35)
     job = train.prepare(cfg)
     keras.utils.set_random_seed(cfg.train.seed)  # the trainer's initial weights
