@@ -225,7 +225,7 @@ def test_fine_tune_on_cached_activations_trains_the_classifiers_top_layers(tmp_p
     """--cache_fine_tune: phase 2 on stored activations below --fine_tune_at (here with no phase 1) trains the
     classifier's own top blocks and head: --mode=evaluate on images matches the cached validation exactly."""
     cfg = cached_config(color_records, tmp_path / "run", epochs=0, fine_tune_epochs=4, fine_tune_at="block_13",
-                        cache_fine_tune=True, fine_tune_learning_rate=1e-3)  # float32 losses 0.79 -> 0.25 (3e-3: noisy)
+                        cache_fine_tune=True, fine_tune_learning_rate=1e-3)
     cfg.model = dataclasses.replace(cfg.model, model="mobilenet_v2", alpha=0.35)
     job = train.prepare(cfg)
     keras.utils.set_random_seed(cfg.train.seed)  # the trainer's initial weights
@@ -237,7 +237,10 @@ def test_fine_tune_on_cached_activations_trains_the_classifiers_top_layers(tmp_p
     cache = {d.name.split("-")[0]: features.read_entry(str(d)) for d in (tmp_path / "run" / "feature_cache").iterdir()}
     assert sorted(cache) == ["train", "validation"] and cache["train"].count == 96
     assert '"cut": "block_12_add"' in (pathlib.Path(cache["train"].directory) / features.MARKER_FILE).read_text()
-    assert [h["phase"] for h in history] == ["fine_tune"] * 4 and history[-1]["loss"] < history[0]["loss"]
+    # The loss of this random backbone's top blocks is not monotone (float32: 0.79, 0.31, 0.14, 0.25; at 3e-3 it
+    # jumped 0.62, 1.22, 0.44, 0.65 and an unlucky order could keep it above the first): it goes well below the
+    # first epoch's, not necessarily at the last.
+    assert [h["phase"] for h in history] == ["fine_tune"] * 4 and min(h["loss"] for h in history[1:]) < history[0]["loss"]
 
     trained = run_dir.build_model(cfg, 3, "float32", weights="none")
     tf.train.Checkpoint(model=trained).restore(f"{cfg.train.model_dir}/checkpoints/ckpt-24").expect_partial()

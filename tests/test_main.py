@@ -63,7 +63,7 @@ def test_flags_and_flagfile_fill_the_config_and_it_round_trips_through_json(tmp_
     assert (cfg.model.model, cfg.model.head_units, cfg.data.crop_area_range) == ("simple_cnn", (64, 32), (0.5, 1.0))
     assert (cfg.augment.preset, cfg.data.batch_size, cfg.train.profile_steps) == ("seed_recipe", 8, (3, 5))
     assert cfg.train.seed == cfg.data.seed == cfg.augment.seed == 7
-    assert cfg.export.export_tflite is True
+    assert cfg.export.export_tflite == ("float32",)  # a bare --export_tflite keeps its old meaning
     assert RunConfig.from_json(cfg.to_json()) == cfg
 
 
@@ -168,7 +168,7 @@ def test_files_where_directories_belong_and_corrupt_files_are_one_line_errors_be
     message = error_of(*base, "--weights=none", f"--model_dir={tmp_path / 'other'}",
                        f"--data_service=grpc://127.0.0.1:{port}", "--data_service_timeout=1")
     assert f"--data_service=grpc://127.0.0.1:{port}: no tf.data service dispatcher reachable within" in message
-    assert "--data_service_timeout=0: must be > 0" in error_of(
+    assert "--data_service_timeout=0.0: must be > 0" in error_of(
         *base, "--weights=none", f"--model_dir={tmp_path / 'other'}", f"--data_service=grpc://127.0.0.1:{port}",
         "--data_service_timeout=0")
 

@@ -25,7 +25,6 @@ Process-wide state, changed only where said:
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 from collections.abc import Iterator, Sequence
 
@@ -34,7 +33,6 @@ from tltrain.logs import log_to_console
 
 __all__ = ["fit", "evaluate", "export", "predict", "log_to_console"]
 
-log = logging.getLogger(__name__)
 _FLAG = re.compile(r"--(\w+)")
 _ARGUMENTS = set(config.settings())
 
@@ -81,22 +79,33 @@ def evaluate(model_dir: str, records_dir: str = "", eval_split: str = "") -> dic
     return evaluate_lib.evaluate(cfg, split, strategy_lib.make_strategy(config.StrategyConfig()))
 
 
-def export(model_dir: str, export_dir: str = "", export_tflite: bool = False) -> dict[str, str]:
-    """Exports model_dir's latest checkpoint (SavedModel serving image bytes, model.keras, labels.txt, and
-    model.tflite with export_tflite) to export_dir ("": model_dir/export). Returns {what: path}."""
+def export(model_dir: str, export_dir: str = "", export_tflite: Sequence[str] = (), quantize_samples: int = 300,
+           max_accuracy_drop: float = 1.0, allow_accuracy_drop: bool = False,
+           eval_split: str = "") -> dict[str, str]:
+    """Exports model_dir's latest checkpoint (SavedModel serving image bytes, model.keras, labels.txt, a .tflite
+    with metadata per export_tflite variant: float32, float16, int8) to export_dir ("": model_dir/export), and
+    report.json: each format's accuracy on eval_split, agreement with model.keras, size and TFLite latency.
+    Returns {what: path}; RunError when a format loses more than max_accuracy_drop points of top-1 against
+    model.keras (unless allow_accuracy_drop)."""
+    from tltrain import evaluate, run_dir, tflite
     from tltrain import export as export_lib
-    from tltrain import run_dir
 
+    export_tflite = tuple(export_tflite)
     with _errors_name_arguments():
-        config.ExportConfig(export_dir=export_dir, export_tflite=export_tflite).validate()
+        config.ExportConfig(export_dir=export_dir, export_tflite=export_tflite, quantize_samples=quantize_samples,
+                            max_accuracy_drop=max_accuracy_drop, allow_accuracy_drop=allow_accuracy_drop).validate()
         run_dir.load_config(model_dir)
-    return export_lib.export(model_dir, export_dir, export_tflite)
+        run_dir.check_directory("export_dir", export_dir)
+        tflite.check_variants(export_tflite)
+        evaluate.prepare(model_dir, split=eval_split)
+    return export_lib.export(model_dir, export_dir, export_tflite, quantize_samples, max_accuracy_drop,
+                             allow_accuracy_drop, eval_split)
 
 
 def predict(model_dir: str, images: str | Sequence[str], top_k: int = 5) -> dict[str, list[tuple[str, float]]]:
     """The top_k (class name, probability) pairs of each image, most likely first, by path; folders are
     expanded to the images in them. model_dir is a trained run or an export directory. A file that cannot be
-    read or decoded is left out of the result, with a warning of the tltrain logger naming it and why."""
+    read as an image is left out, with a warning line that says why."""
     import numpy as np
 
     from tltrain import predict as predict_lib
@@ -106,7 +115,6 @@ def predict(model_dir: str, images: str | Sequence[str], top_k: int = 5) -> dict
         predict_lib.check_model_dir(model_dir)
         paths = predict_lib.image_paths([images] if isinstance(images, str) else list(images))
     probabilities, class_names, failures = predict_lib.predict(model_dir, paths)
-    for path, reason in failures.items():
-        log.warning(f"{path}: not predicted: {reason}")
+    predict_lib.log_failures(failures, len(paths))
     return {path: [(class_names[i], float(row[i])) for i in np.argsort(-row)[:top_k]]
             for path, row in zip(paths, probabilities) if path not in failures}

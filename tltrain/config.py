@@ -114,7 +114,8 @@ class TrainConfig(Section):
     checkpoint_steps: int = setting(0, "0: only at the end of each epoch", ge=0)
     stop_at_accuracy: float = setting(0.0, "0: never stop early", ge=0, le=1)
     mixed_precision: MixedPrecision = setting("auto", "auto: float16 on GPUs of capability 7.0+, bfloat16 on TPUs, "
-                                                      "else float32")
+                                                      "float32 elsewhere, CPUs included (bfloat16 there only when "
+                                                      "asked: slower on the CPUs measured)")
     scale_learning_rate: ScaleLearningRate = setting("none", "linear: multiply the learning rates by the replicas")
     profile_steps: tuple[int, int] | None = setting(None, "A,B: a profiler trace of global steps [A, B) in "
                                                           "model_dir/train", ge=0, order="<")
@@ -138,14 +139,19 @@ class TrainConfig(Section):
 
 @dataclasses.dataclass
 class EvaluateConfig(Section):
-    eval_split: str = setting("", '--mode=evaluate: this split; "" = test when the records have one, else '
-                                  "validation")
+    eval_split: str = setting("", '--mode=evaluate and the export report: this split; "" = test when the records '
+                                  "have one, else validation")
 
 
 @dataclasses.dataclass
 class ExportConfig(Section):
     export_dir: str = setting("", '--mode=export: where to write; "" = model_dir/export')
-    export_tflite: bool = setting(False, "--mode=export: also write model.tflite")
+    export_tflite: tuple[str, ...] = setting((), "--mode=export: TFLite variants float32,float16,int8 (a bare "
+                                                "flag: float32)")
+    quantize_samples: int = setting(300, "--mode=export: training images that calibrate the int8 TFLite", ge=1)
+    max_accuracy_drop: float = setting(1.0, "--mode=export: error when a format's top-1 is more points below "
+                                            "model.keras's", ge=0)
+    allow_accuracy_drop: bool = setting(False, "--mode=export: write the export anyway, past --max_accuracy_drop")
 
 
 @dataclasses.dataclass
@@ -184,7 +190,8 @@ class RunConfig:
     def from_json(cls, text: str) -> RunConfig:
         """The config a model_dir's config.json holds. Unknown keys are ignored, and a field that has moved to
         another section since the file was written (eval_split, export_*, top_k were under train) is found
-        in its old place."""
+        in its old place; an export_tflite of true or false (before the TFLite variants) reads as float32 or
+        none."""
         raw = json.loads(text)
         hints = typing.get_type_hints(cls)
         found = {key: value for section in raw.values() if isinstance(section, dict) for key, value in section.items()}
@@ -197,6 +204,8 @@ class RunConfig:
                 if field.name in own or (field.name != "seed" and field.name in found):
                     value = own.get(field.name, found.get(field.name))
                     values[field.name] = tuple(value) if isinstance(value, list) else value
+            if isinstance(values.get("export_tflite"), bool):  # a bool (write model.tflite) before the variants
+                values["export_tflite"] = ("float32",) if values["export_tflite"] else ()
             kwargs[section.name] = section_cls(**values)
         return cls(**kwargs)
 

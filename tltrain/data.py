@@ -12,56 +12,28 @@ never did. Evaluation is re-iterated, so it uses explicit parallelism with autot
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import logging
 import math
 import os
-import posixpath
-from collections.abc import Mapping
 
 import tensorflow as tf
 
-from tltrain import data_service, records
+from tltrain import data_service, records, sources
 from tltrain.config import DataConfig
 
 log = logging.getLogger(__name__)
 
 PADDING_LABEL = -1  # the label of the examples that pad evaluation batches to equal counts per pipeline
-_READ_BUFFER_BYTES = 8 << 20  # per open shard; large reads matter on gs://
-_MAX_CYCLE_LENGTH = 16  # shards read at once by one training pipeline
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What the trainer needs to know before it builds a model: classes and split sizes."""
-
-    class_names: tuple[str, ...]
-    num_classes: int
-    split_counts: dict[str, int]
-    class_counts: Mapping[str, tuple[int, ...]]  # per split, in label order (TFDS: counted when first read)
-
-
-class _CountedOnDemand(dict):
-    """split -> per-class counts, computed the first time a split is looked up (TFDS keeps no such counts,
-    and counting means reading every label of the split)."""
-
-    def __init__(self, count_fn):
-        super().__init__()
-        self._count_fn = count_fn
-
-    def __missing__(self, split: str) -> tuple[int, ...]:
-        self[split] = counts = self._count_fn(split)
-        return counts
-
-
-def dataset_info(cfg: DataConfig) -> DatasetInfo:
-    return _source(cfg).info()
+def dataset_info(cfg: DataConfig) -> sources.DatasetInfo:
+    return sources.source(cfg).info()
 
 
 def eval_steps(cfg: DataConfig, split: str) -> int:
     """Batches of the global batch size that cover every example of `split` once (the last one padded)."""
-    return math.ceil(_source(cfg).count(split) / cfg.batch_size)
+    return math.ceil(sources.source(cfg).count(split) / cfg.batch_size)
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -193,8 +165,8 @@ def warn_if_records_oversized(cfg: DataConfig, image_size: int, sample: int = 64
     surplus pixels slows the input pipeline for nothing. Looks at the first `sample` records only."""
     if not cfg.records_dir:
         return None
-    source = _RecordsSource(cfg.records_dir)
-    if source.metadata.get("resize_for", 0) >= image_size:
+    source = sources.RecordsSource(cfg.records_dir)
+    if source.metadata.resize_for >= image_size:
         return None
     needed = records.short_side_for(image_size, tuple(cfg.crop_area_range), cfg.eval_crop_fraction)
     first_shard = source.shards(cfg.train_split)[0][0]
@@ -210,174 +182,6 @@ def warn_if_records_oversized(cfg: DataConfig, image_size: int, sample: int = 64
                f"--resize_for={image_size}")
     log.warning("%s", message)
     return message
-
-
-# ----------------------------------------------------------------------------------------------- sources
-
-
-class _RecordsSource:
-    """TFRecord shards written by tltrain.convert, described by dataset.json."""
-
-    def __init__(self, records_dir: str):
-        self.records_dir = records_dir
-        self.metadata = records.read_metadata(records_dir)
-        self.compression = self.metadata.get("compression", "") or ""
-        self.num_classes = int(self.metadata["num_classes"])
-
-    def info(self) -> DatasetInfo:
-        splits = self.metadata["splits"]
-        return DatasetInfo(
-            class_names=tuple(self.metadata["class_names"]),
-            num_classes=self.num_classes,
-            split_counts={name: int(split["count"]) for name, split in splits.items()},
-            class_counts={name: tuple(split["per_class"]) for name, split in splits.items()},
-        )
-
-    def count(self, split: str) -> int:
-        return sum(count for _, count in self.shards(split))
-
-    def shards(self, split: str) -> list[tuple[str, int]]:
-        """[(path, example count)] of the split, each checked to exist (a clear error beats a hang on gs://)."""
-        splits = self.metadata["splits"]
-        if split not in splits:
-            path = posixpath.join(self.records_dir, records.METADATA_FILE)
-            raise ValueError(f"{path}: no split '{split}' (splits: {', '.join(sorted(splits)) or 'none'})")
-        shards = [(posixpath.join(self.records_dir, s["file"]), int(s["count"])) for s in splits[split]["shards"]]
-        for path, _ in shards:
-            if not tf.io.gfile.exists(path):
-                raise FileNotFoundError(f"{path}: shard listed in {records.METADATA_FILE} is missing")
-        return shards
-
-    def _read(self, files) -> tf.data.Dataset:
-        return tf.data.TFRecordDataset(files, self.compression, buffer_size=_READ_BUFFER_BYTES)
-
-    def train_examples(self, split: str, context: tf.distribute.InputContext, repeat: bool,
-                       seed: int | None) -> tf.data.Dataset:
-        """Serialized examples of this pipeline's share: its own shards, in a new order every epoch; or, with
-        fewer shards than pipelines, every n-th example of all of them (each pipeline then reads everything)."""
-        files = [path for path, _ in self.shards(split)]
-        n, index = context.num_input_pipelines, context.input_pipeline_id
-        if len(files) < n:
-            log.warning("%s: %d '%s' shards for %d input pipelines: sharding by example, every pipeline reads "
-                        "every shard; write at least %d shards", self.records_dir, len(files), split, n, n)
-            examples = self._read(files).shard(n, index)
-            return examples.repeat() if repeat else examples
-        files = files[index::n]
-        log.info("input pipeline %d of %d reads %d '%s' shards of %s: %s", index, n, len(files), split,
-                 self.records_dir, " ".join(posixpath.basename(path) for path in files))
-        names = tf.data.Dataset.from_tensor_slices(files)
-        if repeat:
-            names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-        return names.interleave(
-            self._read, cycle_length=min(len(files), _MAX_CYCLE_LENGTH),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=False,
-        )
-
-    def eval_examples(self, split: str, context: tf.distribute.InputContext) -> tuple[tf.data.Dataset, int]:
-        """This pipeline's contiguous range of the split (sizes differ by at most one), read in file order;
-        only the shards overlapping the range are opened. Returns (serialized examples, how many)."""
-        shards = self.shards(split)
-        start, stop = _pipeline_range(sum(c for _, c in shards), context)
-        files, offset, skip = [], 0, 0
-        for path, count in shards:
-            if offset < stop and offset + count > start:
-                if not files:
-                    skip = start - offset
-                files.append(path)
-            offset += count
-        examples = self._read(files).skip(skip).take(stop - start)
-        # A shard holding fewer examples than dataset.json says fails loudly at the end instead of losing them.
-        return examples.apply(tf.data.experimental.assert_cardinality(stop - start)), stop - start
-
-    def to_pair(self, serialized: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.Tensor]:
-        """((image bytes, raw_shape), label); raw_shape is [h, w, c] for raw-pixel records, else zeros."""
-        example = records.parse_example(serialized)
-        label, encoded = example["image/class/label"], example["image/encoded"]
-        shape = tf.cast(tf.stack([example[f"image/{k}"] for k in ("height", "width", "channels")]), tf.int32)
-        raw = tf.equal(example["image/format"], records.RAW_FORMAT)
-        raw_ok = tf.logical_or(tf.logical_not(raw), tf.logical_and(
-            tf.equal(tf.strings.length(encoded), tf.reduce_prod(shape)), tf.reduce_any(tf.equal(shape[2], [1, 3]))))
-        checks = [
-            tf.debugging.Assert(tf.logical_and(label >= 0, label < self.num_classes), [
-                f"{self.records_dir}: label outside [0, {self.num_classes}) in", example["image/filename"], label]),
-            tf.debugging.Assert(raw_ok, [
-                f"{self.records_dir}: raw pixels that are not height x width x channels (1 or 3) bytes in",
-                example["image/filename"], shape]),
-        ]
-        with tf.control_dependencies(checks):
-            return (tf.identity(encoded), tf.where(raw, shape, tf.zeros_like(shape))), tf.cast(label, tf.int32)
-
-
-class _TfdsSource:
-    """A TFDS data set (downloaded and prepared on first use), read as encoded bytes so decoding and cropping
-    are ours. Pipelines read disjoint even slices of a split (tfds.even_splits)."""
-
-    def __init__(self, cfg: DataConfig):
-        import tensorflow_datasets as tfds
-
-        self.tfds = tfds
-        self.name, self.data_dir = cfg.tfds_name, cfg.tfds_data_dir
-        self.builder = tfds.builder(self.name, data_dir=self.data_dir)
-        self.builder.download_and_prepare()
-        self.image_key, self.label_key = self.builder.info.supervised_keys or ("image", "label")
-
-    def _load(self, split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-        return self.builder.as_dataset(
-            split=split, shuffle_files=shuffle_files, as_supervised=True,
-            decoders={self.image_key: self.tfds.decode.SkipDecoding()},
-            read_config=self.tfds.ReadConfig(shuffle_seed=seed),
-        )
-
-    def info(self) -> DatasetInfo:
-        names = list(self.builder.info.splits) or ["train"]  # mock data (tests) has no split metadata
-        label_names = tuple(self.builder.info.features[self.label_key].names)
-        return DatasetInfo(
-            class_names=label_names, num_classes=len(label_names),
-            split_counts={name: self.count(name) for name in names},
-            class_counts=_CountedOnDemand(self._class_counts),
-        )
-
-    def _class_counts(self, split: str) -> tuple[int, ...]:
-        """TFDS metadata has split sizes but not per-class counts: one pass over the labels (no decoding)."""
-        num_classes = self.builder.info.features[self.label_key].num_classes
-        labels = self._load(split, False).map(lambda _, label: label)
-        counts = labels.reduce(tf.zeros([num_classes], tf.int64),
-                               lambda acc, label: acc + tf.one_hot(label, num_classes, dtype=tf.int64))
-        return tuple(int(c) for c in counts.numpy())
-
-    def count(self, split: str) -> int:
-        try:
-            return int(self.builder.info.splits[split].num_examples)
-        except KeyError:  # mock data, or a split TFDS cannot size: count it
-            return int(self._load(split, False).reduce(0, lambda n, _: n + 1).numpy())
-
-    def _pipeline_split(self, split: str, context: tf.distribute.InputContext) -> str:
-        n = context.num_input_pipelines
-        return split if n == 1 else self.tfds.even_splits(split, n)[context.input_pipeline_id]
-
-    def train_examples(self, split: str, context: tf.distribute.InputContext, repeat: bool,
-                       seed: int | None) -> tf.data.Dataset:
-        examples = self._load(self._pipeline_split(split, context), shuffle_files=repeat, seed=seed)
-        return examples.repeat() if repeat else examples
-
-    def eval_examples(self, split: str, context: tf.distribute.InputContext) -> tuple[tf.data.Dataset, int]:
-        sub_split = self._pipeline_split(split, context)
-        return self._load(sub_split, False), self.count(sub_split)
-
-    @staticmethod
-    def to_pair(encoded: tf.Tensor, label: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.Tensor]:
-        return (encoded, tf.zeros([3], tf.int32)), tf.cast(label, tf.int32)  # always encoded: no raw shape
-
-
-def _source(cfg: DataConfig):
-    if bool(cfg.records_dir) == bool(cfg.tfds_name):
-        raise ValueError("set exactly one of --records_dir and --tfds_name")
-    return _TfdsSource(cfg) if cfg.tfds_name else _RecordsSource(cfg.records_dir)
-
-
-def _pipeline_range(count: int, context: tf.distribute.InputContext) -> tuple[int, int]:
-    n, index = context.num_input_pipelines, context.input_pipeline_id
-    return index * count // n, (index + 1) * count // n
 
 
 # --------------------------------------------------------------------------------------------- pipelines
@@ -422,7 +226,7 @@ def make_train_dataset(cfg: DataConfig, image_size: int,
     """
     context = _context(input_context)
     batch = context.get_per_replica_batch_size(cfg.batch_size)
-    source = _source(cfg)
+    source = sources.source(cfg)
     calls = _parallel_calls(cfg, training=True)
     examples = source.train_examples(cfg.train_split, context, repeat=not cfg.cache, seed=cfg.seed)
     if cfg.cache:
@@ -442,7 +246,7 @@ def make_train_dataset(cfg: DataConfig, image_size: int,
 def train_record_decoder(cfg: DataConfig, image_size: int):
     """serialized record of cfg.records_dir -> (uint8 image, label), the very function make_train_dataset maps
     over the records without --cache (benchmarks run it outside tf.data to see what tf.data costs)."""
-    source = _RecordsSource(cfg.records_dir)
+    source = sources.RecordsSource(cfg.records_dir)
     return lambda serialized: _train_pair(source.to_pair(serialized), image_size, cfg)
 
 
@@ -462,7 +266,7 @@ def make_eval_dataset(cfg: DataConfig, image_size: int, split: str = "validation
     input pipelines. Every pipeline yields the same number of batches, eval_steps() steps' worth, padded at the
     end with zero images labelled PADDING_LABEL (which the evaluator must mask out)."""
     context = _context(input_context)
-    source = _source(cfg)
+    source = sources.source(cfg)
     examples, count = source.eval_examples(split, context)
     images = examples.map(lambda *e: _eval_pair(source.to_pair(*e), image_size, cfg),
                           num_parallel_calls=_parallel_calls(cfg, training=False))

@@ -1,9 +1,10 @@
-"""--mode=export: a SavedModel that serves encoded image bytes, plus model.keras, labels.txt and TFLite.
+"""--mode=export: a SavedModel that serves encoded image bytes, plus model.keras, labels.txt, TFLite variants
+with metadata, and report.json (what each format gives on the evaluation split).
 
 The serving signature includes the preprocessing (data.decode_for_eval, the same code as evaluation, then
 the model with its own preprocess_input), so a client sends JPEG/PNG bytes and gets probabilities and class
-names back. A second signature, `serve_pixels`, takes uint8 [N,H,W,3] and is what TFLite is made from
-(TFLite has no image decoder).
+names back. A second signature, `serve_pixels`, takes uint8 [N,H,W,3]; the TFLite files have the same
+signature, returning the probabilities only (their labels are in their metadata).
 
     python -c "import numpy as np; np.save('in.npy', np.array([open('x.jpg','rb').read()], dtype=object))"
     saved_model_cli run --dir D/export/saved_model --tag_set serve --signature_def serving_default \\
@@ -12,33 +13,39 @@ names back. A second signature, `serve_pixels`, takes uint8 [N,H,W,3] and is wha
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import posixpath
 import sys
+import tempfile
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 
 import tltrain
-from tltrain import data, run_dir
+from tltrain import data, evaluate, export_report, run_dir, tflite
 
 SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
-TFLITE_FILE = "model.tflite"
 SERVING_SIGNATURE = "serving_default"
-PIXELS_SIGNATURE = "serve_pixels"
+PIXELS_SIGNATURE = tflite.SIGNATURE
+log = logging.getLogger(__name__)
 
 
-def export(model_dir: str, export_dir: str = "", tflite: bool = False) -> dict[str, str]:
-    """Writes the export of model_dir's latest checkpoint; returns {what: path}."""
-    cfg, model, class_names = run_dir.load_trained(model_dir)
-    export_dir = export_dir or posixpath.join(model_dir, "export")
-    size, crop_fraction = cfg.data.image_size, cfg.data.eval_crop_fraction
+def _pixels_spec(size: int) -> list[tf.TensorSpec]:
+    return [tf.TensorSpec([None, size, size, 3], tf.uint8, name=tflite.INPUT)]
+
+
+def _write_saved_model(model: keras.Model, class_names: list[str], size: int, crop_fraction: float,
+                       path: str) -> None:
     names = tf.constant(class_names)
 
     def outputs(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
         probabilities = tf.cast(probabilities, tf.float32)
         return {
-            "probabilities": probabilities,
+            tflite.OUTPUT: probabilities,
             "class_names": tf.tile(names[tf.newaxis], [tf.shape(probabilities)[0], 1]),  # aligned with probabilities
             "predicted_class": tf.gather(names, tf.argmax(probabilities, axis=-1)),
         }
@@ -55,21 +62,55 @@ def export(model_dir: str, export_dir: str = "", tflite: bool = False) -> dict[s
     archive.track(model)
     archive.add_endpoint(SERVING_SIGNATURE, serve_bytes,
                          input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    archive.add_endpoint(PIXELS_SIGNATURE, serve_pixels,
-                         input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])
+    archive.add_endpoint(PIXELS_SIGNATURE, serve_pixels, input_signature=_pixels_spec(size))
+    archive.write_out(path, verbose=False)
+
+
+def _write_tflite(model: keras.Model, cfg, class_names: list[str], export_dir: str, variants: Sequence[str],
+                  quantize_samples: int) -> dict[str, str]:
+    """The TFLite variants, converted from a probabilities-only pixels SavedModel (TFLite has no string outputs)."""
+    calibration = tflite.calibration_images(cfg.data, quantize_samples) if "int8" in variants else None
+    with tempfile.TemporaryDirectory() as pixels_model:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(PIXELS_SIGNATURE,
+                             lambda images: {tflite.OUTPUT: tf.cast(model(images, training=False), tf.float32)},
+                             input_signature=_pixels_spec(cfg.data.image_size))
+        archive.write_out(pixels_model, verbose=False)
+        return tflite.write_variants(pixels_model, export_dir, variants, class_names, cfg.data.image_size,
+                                     cfg.model.model, calibration)
+
+
+def export(model_dir: str, export_dir: str = "", tflite_variants: Sequence[str] = (), quantize_samples: int = 300,
+           max_accuracy_drop: float = 1.0, allow_accuracy_drop: bool = False, eval_split: str = "") -> dict[str, str]:
+    """Writes the export of model_dir's latest checkpoint, prints and writes its report; returns {what: path}.
+    AccuracyDropError (after writing everything) when a format loses more than max_accuracy_drop points of
+    top-1 against model.keras, unless allow_accuracy_drop."""
+    variants = tflite.check_variants(tflite_variants)
+    eval_cfg, split = evaluate.prepare(model_dir, split=eval_split)  # records and split checked before any model
+    cfg, model, class_names = run_dir.load_trained(model_dir)
+    export_dir = export_dir or posixpath.join(model_dir, "export")
     paths = {
         "saved_model": posixpath.join(export_dir, SAVED_MODEL_DIR),
         "keras": posixpath.join(export_dir, KERAS_FILE),
         "labels": posixpath.join(export_dir, run_dir.LABELS_FILE),
     }
-    archive.write_out(paths["saved_model"], verbose=False)
+    _write_saved_model(model, class_names, cfg.data.image_size, cfg.data.eval_crop_fraction, paths["saved_model"])
     model.save(paths["keras"])
     run_dir.write_run_files(export_dir, cfg, class_names)  # labels.txt, and config.json for predict
-    if tflite:
-        paths["tflite"] = posixpath.join(export_dir, TFLITE_FILE)
-        converter = tf.lite.TFLiteConverter.from_saved_model(paths["saved_model"], signature_keys=[PIXELS_SIGNATURE])
-        with tf.io.gfile.GFile(paths["tflite"], "wb") as f:
-            f.write(converter.convert())
+    tflite_paths = _write_tflite(model, cfg, class_names, export_dir, variants, quantize_samples) if variants else {}
+    paths.update({f"tflite_{variant}": path for variant, path in tflite_paths.items()})
+
+    rows, count = export_report.measure(eval_cfg.data, split, paths["keras"], paths["saved_model"], tflite_paths)
+    paths["report"] = posixpath.join(export_dir, export_report.REPORT_FILE)
+    report = {"split": split, "count": count, "max_accuracy_drop": max_accuracy_drop,
+              "quantize_samples": quantize_samples if "int8" in variants else 0,
+              "formats": [dataclasses.asdict(row) for row in rows]}
+    run_dir.write_text(paths["report"], json.dumps(report, indent=2) + "\n")
+    log.info(export_report.table(rows, split, count))
+    drops = export_report.accuracy_drops(rows, max_accuracy_drop)
+    if drops and not allow_accuracy_drop:
+        raise export_report.AccuracyDropError("export rejected: " + "; ".join(drops))
     return paths
 
 

@@ -34,6 +34,8 @@ def config_from_flags() -> config_lib.RunConfig:
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with a flag error as one line (absl's own handler prints two)."""
+    bare = {"--export_tflite", "-export_tflite"}  # a list flag needs a value; bare, it keeps its old meaning
+    argv = ["--export_tflite=float32" if arg in bare else arg for arg in argv]
     try:
         return FLAGS(argv)
     except flags.Error as e:
@@ -47,7 +49,7 @@ def main(argv: list[str]) -> None:
 
         log.info(models.describe_models())
         return
-    from tltrain import evaluate, export, predict, run_dir, train
+    from tltrain import evaluate, export, predict, run_dir, tflite, train
     from tltrain.errors import RunError
     from tltrain import strategy as strategy_lib
 
@@ -68,12 +70,16 @@ def main(argv: list[str]) -> None:
             strategy = strategy_lib.make_strategy(cfg.strategy)
         elif mode == "export":
             run_dir.load_config(model_dir)  # a trained model_dir
-            run_dir.check_directory("export_dir", cfg.train.export_dir)
+            run_dir.check_directory("export_dir", cfg.export.export_dir)
+            tflite.check_variants(cfg.export.export_tflite)
+            evaluate.prepare(model_dir, split=cfg.evaluate.eval_split)  # the report's records and split
         else:
             predict.check_model_dir(model_dir)
             predict.image_paths(files)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"tltrain: {e}")
+    except Exception as e:  # the records' first shard read (record sizes) found damaged
+        _exit_if_records_damaged(e, FLAGS.records_dir)
     try:
         if mode == "train":
             train.train(job)
@@ -82,12 +88,28 @@ def main(argv: list[str]) -> None:
             log.info(f"{split}: accuracy {report['accuracy']:.4f}, top5 {report['top5_accuracy']:.4f}, "
                      f"loss {report['loss']:.4f} over {report['count']} images; report in {model_dir}")
         elif mode == "export":
-            for what, path in export.export(model_dir, cfg.export.export_dir, cfg.export.export_tflite).items():
+            paths = export.export(model_dir, cfg.export.export_dir, cfg.export.export_tflite,
+                                  cfg.export.quantize_samples, cfg.export.max_accuracy_drop,
+                                  cfg.export.allow_accuracy_drop, cfg.evaluate.eval_split)
+            for what, path in paths.items():
                 log.info(f"{what}: {path}")
         elif predict.print_predictions(model_dir, files, cfg.predict.top_k):
             sys.exit(1)  # some files could not be predicted; each has its line
     except RunError as e:
         sys.exit(f"tltrain: {e}")
+    except Exception as e:  # a shard found cut short or corrupted while reading it: one line naming it
+        _exit_if_records_damaged(e, (eval_cfg if mode == "evaluate" else cfg).data.records_dir)
+
+
+def _exit_if_records_damaged(error: Exception, records_dir: str) -> None:
+    """TensorFlow's read errors name no file: exits with the line naming the damaged shards of records_dir;
+    re-raises `error` when it is another one."""
+    from tltrain.dataset_metadata import DatasetMetadata
+
+    line = records_dir and DatasetMetadata.read(records_dir).read_failure(error)
+    if not line:
+        raise error
+    sys.exit(f"tltrain: {line}")
 
 
 def run() -> None:

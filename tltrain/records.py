@@ -1,4 +1,5 @@
-"""The one TFRecord schema and dataset.json layout, shared by the writer (tltrain.convert) and the readers.
+"""The one TFRecord schema and its framing, shared by the writer (tltrain.convert) and the readers (dataset.json,
+which describes a folder of them, is tltrain.dataset_metadata).
 
 Compatible with the TensorFlow Model Garden classification decoder and the Cloud TPU ImageNet records.
 """
@@ -7,9 +8,8 @@ from __future__ import annotations
 
 import functools
 import gzip
-import json
 import math
-import posixpath
+import os
 import struct
 
 import google_crc32c
@@ -235,11 +235,27 @@ def read_records(stream, name: str):
         offset, index = offset + 16 + length, index + 1
 
 
-def count_records(path: str, compression: str = "") -> int:
-    """Records in one file (local or gs://), every checksum checked; DamagedRecords naming the file."""
+def open_file(path: str, mode: str = "rb"):
+    """A local file with open(), without importing TensorFlow (the converter's --verify stays light); gs://
+    and other URLs through tf.io.gfile."""
+    if "://" not in path:
+        return open(path, mode)
     import tensorflow as tf
 
-    with tf.io.gfile.GFile(path, "rb") as raw:
+    return tf.io.gfile.GFile(path, mode)
+
+
+def file_exists(path: str) -> bool:
+    if "://" not in path:
+        return os.path.exists(path)
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
+
+
+def count_records(path: str, compression: str = "") -> int:
+    """Records in one file (local or gs://), every checksum checked; DamagedRecords naming the file."""
+    with open_file(path) as raw:
         try:
             stream = gzip.GzipFile(fileobj=raw, mode="rb") if compression.upper() == "GZIP" else raw
             return sum(1 for _ in read_records(stream, path))
@@ -249,15 +265,3 @@ def count_records(path: str, compression: str = "") -> int:
 
 def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
-
-
-def read_metadata(records_dir: str) -> dict:
-    """Reads dataset.json; the error names the file when it is missing (also for gs:// paths)."""
-    import tensorflow as tf
-
-    path = posixpath.join(records_dir, METADATA_FILE)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path}: no {METADATA_FILE}; build records with tools/make_tfrecords.py")
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.load(f)
-

@@ -361,6 +361,32 @@ def profile(images_dir: str, records_dir: str, resized_dir: str, num_classes: in
           f"img/s, tltrain {cores * 1000 / host_ms:.0f}, tltrain_resized {cores * 1000 / resized_ms:.0f}, "
           f"tltrain_augmented {cores * 1000 / (host_ms + device_ms):.0f}, "
           f"image_data_generator_seed_recipe {1000 / costs['ImageDataGenerator seed recipe (all of it)']:.0f}")
+    large_photos(size)
+
+
+def large_photos(size: int, count: int = 64, width: int = 2000, height: int = 1500) -> None:
+    """What --resize_for saves on photos much larger than the training size: tltrain's decode (crop, DCT-domain
+    downscale, resize) of generated width x height JPEGs, as they are and as the converter stores them."""
+    import tempfile
+
+    from shared import photo_like
+    from tltrain import data
+    from tltrain.config import DataConfig
+    from tltrain.convert.images import load
+    from tltrain.convert.options import Options
+
+    originals, resized = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for index in range(count):
+            path = os.path.join(folder, f"{index}.jpg")
+            with open(path, "wb") as f:
+                f.write(photo_like(index, width, height))
+            originals.append(open(path, "rb").read())
+            resized.append(load(path, Options(resize_for=size)).encoded)
+    costs = [bench_measure.cpu_ms_per_image(bench_measure.one_thread_pass(
+        encoded, lambda e: data.decode_for_train(e, size, DataConfig())), count) for encoded in (originals, resized)]
+    print(f"{width}x{height} photos: crop, decode, resize {costs[0]:.2f} ms as they are, {costs[1]:.2f} ms from "
+          f"--resize_for={size} records: {costs[0] / costs[1]:.1f}x less CPU per image")
 
 
 def main(argv):
