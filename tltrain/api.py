@@ -90,6 +90,7 @@ def export(model_dir: str, export_dir: str = "", export_tflite: bool = False) ->
     with _errors_name_arguments():
         config.ExportConfig(export_dir=export_dir, export_tflite=export_tflite).validate()
         run_dir.load_config(model_dir)
+        run_dir.check_directory("export_dir", export_dir)
     return export_lib.export(model_dir, export_dir, export_tflite)
 
 

@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
             strategy = strategy_lib.make_strategy(cfg.strategy)
         elif mode == "export":
             run_dir.load_config(model_dir)  # a trained model_dir
-            run_dir.check_directory("export_dir", cfg.train.export_dir)
+            run_dir.check_directory("export_dir", cfg.export.export_dir)
         else:
             predict.check_model_dir(model_dir)
             predict.image_paths(files)
