@@ -19,13 +19,13 @@ def write_color_records(out_dir: pathlib.Path, per_class: dict[str, int], size: 
     green, blue), half JPEG and half PNG, written in the real schema with a dataset.json (two train shards)."""
     import hashlib
     import io
-    import json
 
     import numpy as np
     import tensorflow as tf
     from PIL import Image
 
     from tltrain import records
+    from tltrain.dataset_metadata import DatasetMetadata, Shard
 
     class_names = ["red", "green", "blue"]
     rng = np.random.default_rng(seed)
@@ -56,12 +56,10 @@ def write_color_records(out_dir: pathlib.Path, per_class: dict[str, int], size: 
                 for example in chosen:
                     writer.write(example)
                     digest.update(example)
-            shards.append({"file": name, "count": len(chosen)})
-        splits[split] = {"count": count * len(class_names), "per_class": [count] * len(class_names), "shards": shards}
-    metadata = {"version": 1, "class_names": class_names, "num_classes": len(class_names), "compression": "",
-                "splits": splits, "seed": seed, "validation_fraction": 0.0, "test_fraction": 0.0,
-                "max_per_class": None, "source": "tests/conftest.py", "skipped": [], "digest": digest.hexdigest()}
-    (out_dir / records.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+            shards.append(Shard(name, len(chosen)))
+        splits[split] = ([count] * len(class_names), shards)
+    provenance = {"seed": seed, "source": "tests/conftest.py"}
+    DatasetMetadata.build(class_names, splits, digest.hexdigest(), provenance=provenance).write(str(out_dir))
     return out_dir
 
 

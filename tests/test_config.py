@@ -127,6 +127,25 @@ def test_closed_sets_of_values_are_literal_types_checked_up_front():
         tltrain.fit("records", "run", batch_size=2.5)
 
 
+def test_export_to_a_file_is_one_line_from_the_command_line_and_from_python(tmp_path):
+    """--mode=export reads its settings from the export section: an --export_dir that is a file is refused
+    before anything is built (a model_dir with a config, labels and a checkpoint, no model needed for that)."""
+    import tensorflow as tf
+
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(config.RunConfig().to_json())
+    (model_dir / "labels.txt").write_text("red\ngreen\nblue\n")
+    tf.train.CheckpointManager(tf.train.Checkpoint(step=tf.Variable(1)), str(model_dir / "checkpoints"),
+                               max_to_keep=1).save(checkpoint_number=1)
+    target = tmp_path / "export.txt"
+    target.write_text("not a folder")
+    assert cli_error("--mode=export", f"--model_dir={model_dir}", f"--export_dir={target}") == \
+        f"tltrain: --export_dir={target}: is a file; it must be a directory (or not exist yet)"
+    with pytest.raises(ValueError, match=f"^export_dir={re.escape(str(target))}: is a file"):
+        tltrain.export(str(model_dir), str(target))
+
+
 def test_a_config_json_of_an_older_run_still_reads():
     """Before evaluate, export and predict had their own sections, their settings were under train."""
     old = json.loads(config.RunConfig().to_json())

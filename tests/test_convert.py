@@ -3,7 +3,6 @@ determinism, and recovery from a killed run."""
 
 import hashlib
 import io
-import json
 import os
 import pathlib
 import shutil
@@ -18,6 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tltrain import convert, records
+from tltrain.dataset_metadata import DatasetMetadata
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOOL = [sys.executable, str(REPO / "tools" / "make_tfrecords.py")]
@@ -31,12 +31,11 @@ def run_convert(src, out, **kwargs):
 
 def stored_records(out) -> dict[str, dict]:
     """filename -> the record's fields (numpy values), its split, and its decoded RGB pixels."""
-    metadata = json.loads((pathlib.Path(out) / records.METADATA_FILE).read_text())
+    metadata = DatasetMetadata.read(str(out))
     stored = {}
-    for split, info in metadata["splits"].items():
-        for shard in info["shards"]:
-            path = str(pathlib.Path(out) / shard["file"])
-            for raw in tf.data.TFRecordDataset(path, compression_type=metadata["compression"]):
+    for split in metadata.splits:
+        for path in metadata.shard_paths(split):
+            for raw in tf.data.TFRecordDataset(path, compression_type=metadata.compression):
                 fields = {key: value.numpy() for key, value in records.parse_example(raw).items()}
                 fields["split"] = split
                 fields["pixels"] = decoded_pixels(fields)
@@ -164,10 +163,11 @@ def test_every_file_is_written_or_skipped_with_its_reason(zoo):
     }
     assert on_disk == set(zoo["expect"])  # nothing under --src unaccounted for
     assert str(zoo["summary"]).startswith(f"written {len(zoo['stored'])}, skipped {len(skipped)}: 4 hidden, ")
-    metadata = json.loads((zoo["out"] / "dataset.json").read_text())
-    assert metadata["class_names"] == ["cat", "dog"]
-    assert metadata["splits"]["train"]["per_class"] == [16, 6]
-    assert sorted(entry["file"] for entry in metadata["skipped"]) == sorted(skipped)
+    metadata = DatasetMetadata.read(str(zoo["out"]))
+    assert metadata == zoo["summary"].metadata
+    assert metadata.class_names == ("cat", "dog")
+    assert metadata.splits["train"].per_class == (16, 6)
+    assert sorted(entry["file"] for entry in metadata.skipped) == sorted(skipped)
 
 
 def test_jpegs_tf_decodes_are_kept_byte_for_byte(zoo):
@@ -260,13 +260,13 @@ def test_split_is_stratified_by_seed_and_disjoint_by_content(tmp_path):
         seed: run_convert(tmp_path / "src", tmp_path / f"out{seed}", validation_fraction=0.2, test_fraction=0.1, seed=seed)
         for seed in (0, 1)
     }
-    splits = summaries[0].metadata["splits"]
+    splits = summaries[0].metadata.splits
     candidates = {"a": 45, "b": 20, "c": 10}  # quotas count every candidate file of the class
     validation = [int(n * 0.2 + 0.5) for n in candidates.values()]
     test = [int(n * 0.1 + 0.5) for n in candidates.values()]
-    assert splits["validation"]["per_class"] == validation == [9, 4, 2]
-    assert splits["test"]["per_class"] == test == [5, 2, 1]
-    assert splits["train"]["per_class"] == [n - v - t for n, v, t in zip(sizes.values(), validation, test)]
+    assert list(splits["validation"].per_class) == validation == [9, 4, 2]
+    assert list(splits["test"].per_class) == test == [5, 2, 1]
+    assert list(splits["train"].per_class) == [n - v - t for n, v, t in zip(sizes.values(), validation, test)]
     assert summaries[0].reasons() == {"duplicate": 5}
 
     by_split = {}
@@ -284,11 +284,11 @@ def test_presplit_layout_keeps_splits_and_drops_leaked_copies(tmp_path):
     make_classes(tmp_path / "src" / "validation", {"cat": 2})  # same seeds: byte-identical to train/cat/000..001
     save(tmp_path / "src/validation/dog/unique.png", Image.fromarray(noise(99, 8, 8)))
     summary = run_convert(tmp_path / "src", tmp_path / "out", workers=1)
-    splits = summary.metadata["splits"]
-    assert summary.metadata["layout"] == "presplit" and summary.metadata["class_names"] == ["cat", "dog"]
+    splits = summary.metadata.splits
+    assert summary.metadata.provenance["layout"] == "presplit" and summary.metadata.class_names == ("cat", "dog")
     assert summary.reasons() == {"duplicate": 2}  # the copies in train/ and validation/: one of each pair kept
-    assert splits["train"]["per_class"][0] + splits["validation"]["per_class"][0] == 6
-    assert splits["train"]["per_class"][1] == 5 and splits["validation"]["per_class"][1] == 1
+    assert splits["train"].per_class[0] + splits["validation"].per_class[0] == 6
+    assert splits["train"].per_class[1] == 5 and splits["validation"].per_class[1] == 1
     stored = stored_records(tmp_path / "out").values()
     assert all(record["image/filename"].decode().startswith(record["split"] + "/") for record in stored)
     ids = [record["image/source_id"] for record in stored]
@@ -299,9 +299,9 @@ def test_max_per_class_caps_training_only(tmp_path):
     make_classes(tmp_path / "src", {"a": 30, "b": 12})
     full = run_convert(tmp_path / "src", tmp_path / "full", workers=1)
     capped = run_convert(tmp_path / "src", tmp_path / "capped", max_per_class=5, workers=1)
-    assert capped.metadata["splits"]["train"]["per_class"] == [5, 5]
-    assert capped.metadata["splits"]["validation"]["per_class"] == full.metadata["splits"]["validation"]["per_class"]
-    assert capped.reasons() == {"over max_per_class": sum(full.metadata["splits"]["train"]["per_class"]) - 10}
+    assert list(capped.metadata.splits["train"].per_class) == [5, 5]
+    assert capped.metadata.splits["validation"].per_class == full.metadata.splits["validation"].per_class
+    assert capped.reasons() == {"over max_per_class": sum(full.metadata.splits["train"].per_class) - 10}
     train = {r["image/filename"] for r in stored_records(tmp_path / "capped").values() if r["split"] == "train"}
     full_train = {r["image/filename"] for r in stored_records(tmp_path / "full").values() if r["split"] == "train"}
     assert train < full_train
@@ -321,18 +321,18 @@ def test_same_input_and_seed_give_identical_bytes(tmp_path):
     assert names == ["dataset.json"] + [records.shard_name(s, i, 3) for s in ("test", "train", "validation") for i in range(3)]
     for name in names:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
-    shards = first.metadata["splits"]["train"]["shards"]
-    assert [shard["count"] for shard in shards] == [12, 12, 11]  # round-robin: balanced
+    shards = first.metadata.splits["train"].shards
+    assert [shard.count for shard in shards] == [12, 12, 11]  # round-robin: balanced
     other_seed = run_convert(tmp_path / "src", tmp_path / "three", workers=1, seed=7, **options)
-    assert other_seed.metadata["digest"] != first.metadata["digest"]
+    assert other_seed.metadata.digest != first.metadata.digest
 
 
 def test_shard_count_follows_shard_size(tmp_path):
     make_classes(tmp_path / "src", {"a": 20})  # 20 PNGs of ~250 bytes
     total = sum(path.stat().st_size for path in (tmp_path / "src" / "a").iterdir())
     summary = run_convert(tmp_path / "src", tmp_path / "out", shard_size_mb=1000 / 2**20, validation_fraction=0.0)
-    shards = summary.metadata["splits"]["train"]["shards"]
-    assert len(shards) == -(-total // 1000) > 1 and sum(shard["count"] for shard in shards) == 20
+    shards = summary.metadata.splits["train"].shards
+    assert len(shards) == -(-total // 1000) > 1 and sum(shard.count for shard in shards) == 20
 
 
 # ------------------------------------------------------------------------------------------ bad requests

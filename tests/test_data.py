@@ -1,7 +1,6 @@
 """tltrain.data: batches, labels, sharding over input pipelines, exactly-once evaluation, TFDS, tf.data service."""
 
 import io
-import json
 import logging
 import math
 
@@ -12,6 +11,7 @@ from PIL import Image
 
 from tltrain import data, data_service, records
 from tltrain.config import DataConfig
+from tltrain.dataset_metadata import DatasetMetadata, Shard
 
 SIZE = 24  # output image size of every pipeline here
 
@@ -33,7 +33,7 @@ def decode_solid(image: np.ndarray) -> tuple[int, int]:
 
 def write_records(out, splits: dict[str, tuple[int, int]], compression: str = "") -> str:
     """splits: name -> (examples, shards). Example i of a split has label i % 3, shards take every n-th."""
-    splits_json = {}
+    layout = {}
     for split, (count, num_shards) in splits.items():
         shards = []
         for shard in range(num_shards):
@@ -46,12 +46,9 @@ def write_records(out, splits: dict[str, tuple[int, int]], compression: str = ""
                         encoded=solid_image(i, i % 3, image_format, height=30 + i % 7), image_format=image_format,
                         label=i % 3, class_name=f"c{i % 3}", height=30 + i % 7, width=40, channels=3,
                         filename=f"{split}/{i}.{image_format}", source_id=str(i)))
-            shards.append({"file": name, "count": len(indices)})
-        per_class = [len(range(c, count, 3)) for c in range(3)]
-        splits_json[split] = {"count": count, "per_class": per_class, "shards": shards}
-    metadata = {"version": 1, "class_names": ["c0", "c1", "c2"], "num_classes": 3, "compression": compression,
-                "splits": splits_json}
-    (out / records.METADATA_FILE).write_text(json.dumps(metadata))
+            shards.append(Shard(name, len(indices)))
+        layout[split] = ([len(range(c, count, 3)) for c in range(3)], shards)
+    DatasetMetadata.build(["c0", "c1", "c2"], layout, f"test {splits}", compression=compression).write(str(out))
     return str(out)
 
 
@@ -268,7 +265,7 @@ def test_raw_pixel_records_round_trip_exactly(tmp_path):
     and the cache, mixed in one shard with an encoded PNG; gray is repeated over three channels."""
     rng = np.random.default_rng(0)
     pictures = [rng.integers(0, 256, (20, 20, channels), np.uint8) for channels in (1, 3, 3)]
-    with tf.io.TFRecordWriter(str(tmp_path / records.shard_name("train", 0, 1))) as writer:
+    with records.RecordWriter(str(tmp_path / records.shard_name("train", 0, 1))) as writer:
         for i, pixels in enumerate(pictures):
             png = i == 2
             buffer = io.BytesIO()
@@ -278,9 +275,8 @@ def test_raw_pixel_records_round_trip_exactly(tmp_path):
                 encoded=buffer.getvalue() if png else pixels.tobytes(), image_format="png" if png else records.RAW_FORMAT,
                 label=i, class_name=f"c{i}", height=pixels.shape[0], width=pixels.shape[1], channels=pixels.shape[2],
                 filename=f"{i}", source_id=str(i)))
-    (tmp_path / records.METADATA_FILE).write_text(json.dumps({
-        "class_names": ["c0", "c1", "c2"], "num_classes": 3, "splits": {"train": {
-            "count": 3, "per_class": [1, 1, 1], "shards": [{"file": records.shard_name("train", 0, 1), "count": 3}]}}}))
+    shards = [Shard(records.shard_name("train", 0, 1), 3)]
+    DatasetMetadata.build(["c0", "c1", "c2"], {"train": ([1, 1, 1], shards)}, "raw pixels").write(str(tmp_path))
     expected = {i: np.broadcast_to(p, p.shape[:2] + (3,)) for i, p in enumerate(pictures)}
     whole = dict(eval_crop_fraction=1.0, crop_area_range=(1.0, 1.0), crop_aspect_range=(1.0, 1.0))
     for cache in (False, True):

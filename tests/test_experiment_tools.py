@@ -17,7 +17,8 @@ sys.path.insert(0, str(REPO_ROOT / "tools"))
 import plot_history  # noqa: E402
 import sweep_per_class  # noqa: E402
 
-from tltrain import features, records  # noqa: E402
+from tltrain import records  # noqa: E402
+from tltrain.dataset_metadata import DatasetMetadata  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = "--model=simple_cnn --weights=none --freeze=none --image_size=32 --batch_size=16 --augment=none"
@@ -67,12 +68,12 @@ def test_sweep_cuts_the_training_split_and_writes_csv_and_png(tmp_path, color_re
     assert all(0 <= float(r["val_accuracy"]) <= 1 for r in rows) and "val_accuracy" in printed
     assert (out / "per_class.png").read_bytes()[:8] == PNG_MAGIC
 
-    parent, subset = records.read_metadata(str(color_records)), records.read_metadata(str(out / "records" / "2"))
-    assert subset["splits"]["train"]["per_class"] == [2, 2, 2] and subset["max_per_class"] == 2
-    assert features.split_digest(subset, "validation") == features.split_digest(parent, "validation")
-    assert features.split_digest(subset, "train") != features.split_digest(parent, "train")
-    shard = out / "records" / "2" / subset["splits"]["train"]["shards"][0]["file"]
-    labels = [int(records.parse_example(s)["image/class/label"]) for s in tf.data.TFRecordDataset(str(shard))]
+    parent, subset = DatasetMetadata.read(str(color_records)), DatasetMetadata.read(str(out / "records" / "2"))
+    assert subset.splits["train"].per_class == (2, 2, 2) and subset.provenance["max_per_class"] == 2
+    assert subset.splits["validation"].digest == parent.splits["validation"].digest
+    assert subset.splits["train"].digest != parent.splits["train"].digest
+    (shard,) = subset.shard_paths("train")
+    labels = [int(records.parse_example(s)["image/class/label"]) for s in tf.data.TFRecordDataset(shard)]
     assert np.bincount(labels).tolist() == [2, 2, 2]
 
 

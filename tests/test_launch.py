@@ -542,7 +542,9 @@ def test_two_worker_job_matches_a_one_device_job_with_the_same_global_batch(full
 def test_each_worker_reads_only_its_own_train_shards(full_batch_runs, color_records):
     """Each worker's input pipeline logs the train shards it was given: disjoint, and together all of them. (That
     together they fed every training example once per step is what the matching weights of the test above show.)"""
-    shards = {shard["file"] for shard in json.loads((color_records / "dataset.json").read_text())["splits"]["train"]["shards"]}
+    from tltrain.dataset_metadata import DatasetMetadata
+
+    shards = {shard.file for shard in DatasetMetadata.read(str(color_records)).splits["train"].shards}
     read = {}
     for line in full_batch_runs["two"][0].splitlines():
         if " input pipeline " in line and " 'train' shards of " in line:

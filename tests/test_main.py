@@ -168,6 +168,9 @@ def test_files_where_directories_belong_and_corrupt_files_are_one_line_errors_be
     message = error_of(*base, "--weights=none", f"--model_dir={tmp_path / 'other'}",
                        f"--data_service=grpc://127.0.0.1:{port}", "--data_service_timeout=1")
     assert f"--data_service=grpc://127.0.0.1:{port}: no tf.data service dispatcher reachable within" in message
+    assert "--data_service_timeout=0.0: must be > 0" in error_of(
+        *base, "--weights=none", f"--model_dir={tmp_path / 'other'}", f"--data_service=grpc://127.0.0.1:{port}",
+        "--data_service_timeout=0")
 
 
 def test_a_failed_checkpoint_write_is_one_line_and_a_rerun_resumes_from_the_last_good_one(tmp_path, color_records, capsys):

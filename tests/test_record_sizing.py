@@ -1,22 +1,20 @@
 """Records sized for training: --resize_for keeps the crops training takes, tiny images go in as raw pixels,
 and the trainer says when records are far larger than their training size needs."""
 
-import json
-
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
 from tltrain import convert, data, records
 from tltrain.config import DataConfig
+from tltrain.dataset_metadata import DatasetMetadata
 
 SIZE = 32  # training size of these tests
 
 
 def stored(out) -> dict[str, dict]:
     """filename -> the record's parsed fields (numpy values)."""
-    metadata = json.loads((out / records.METADATA_FILE).read_text())
-    files = [str(out / shard["file"]) for shard in metadata["splits"]["train"]["shards"]]
+    files = DatasetMetadata.read(str(out)).shard_paths("train")
     return {fields["image/filename"].decode(): fields
             for fields in (records.parse_example(r) for r in tf.data.TFRecordDataset(files))
             for fields in [{key: value.numpy() for key, value in fields.items()}]}
@@ -33,7 +31,7 @@ def test_resized_records_decode_to_the_same_crops(tmp_path):
     full, resized = stored(tmp_path / "full")["a/photo.png"], stored(tmp_path / "resized")["a/photo.png"]
     short_side = records.short_side_for(SIZE)
     assert (resized["image/height"], resized["image/width"]) == (short_side, round(450 * short_side / 300))
-    assert json.loads((tmp_path / "resized" / records.METADATA_FILE).read_text())["resize_for"] == SIZE
+    assert DatasetMetadata.read(str(tmp_path / "resized")).resize_for == SIZE
     # Centre crops of 27% to 100% of the shorter side, spanning the Inception crop areas (0.08 to 1), whose
     # windows fall on whole pixels of the resized image (others differ by where their edges round to).
     for fraction in (12 / short_side, 22 / short_side, 30 / short_side, 1.0):

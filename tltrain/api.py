@@ -25,7 +25,6 @@ Process-wide state, changed only where said:
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 from collections.abc import Iterator, Sequence
 
@@ -34,7 +33,6 @@ from tltrain.logs import log_to_console
 
 __all__ = ["fit", "evaluate", "export", "predict", "log_to_console"]
 
-log = logging.getLogger(__name__)
 _FLAG = re.compile(r"--(\w+)")
 _ARGUMENTS = set(config.settings())
 
@@ -97,7 +95,7 @@ def export(model_dir: str, export_dir: str = "", export_tflite: bool = False) ->
 def predict(model_dir: str, images: str | Sequence[str], top_k: int = 5) -> dict[str, list[tuple[str, float]]]:
     """The top_k (class name, probability) pairs of each image, most likely first, by path; folders are
     expanded to the images in them. model_dir is a trained run or an export directory. A file that cannot be
-    read or decoded is left out of the result, with a warning of the tltrain logger naming it and why."""
+    read as an image is left out, with a warning line that says why."""
     import numpy as np
 
     from tltrain import predict as predict_lib
@@ -107,7 +105,6 @@ def predict(model_dir: str, images: str | Sequence[str], top_k: int = 5) -> dict
         predict_lib.check_model_dir(model_dir)
         paths = predict_lib.image_paths([images] if isinstance(images, str) else list(images))
     probabilities, class_names, failures = predict_lib.predict(model_dir, paths)
-    for path, reason in failures.items():
-        log.warning(f"{path}: not predicted: {reason}")
+    predict_lib.log_failures(failures, len(paths))
     return {path: [(class_names[i], float(row[i])) for i in np.argsort(-row)[:top_k]]
             for path, row in zip(paths, probabilities) if path not in failures}

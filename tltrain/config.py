@@ -114,7 +114,8 @@ class TrainConfig(Section):
     checkpoint_steps: int = setting(0, "0: only at the end of each epoch", ge=0)
     stop_at_accuracy: float = setting(0.0, "0: never stop early", ge=0, le=1)
     mixed_precision: MixedPrecision = setting("auto", "auto: float16 on GPUs of capability 7.0+, bfloat16 on TPUs, "
-                                                      "else float32")
+                                                      "float32 elsewhere, CPUs included (bfloat16 there only when "
+                                                      "asked: slower on the CPUs measured)")
     scale_learning_rate: ScaleLearningRate = setting("none", "linear: multiply the learning rates by the replicas")
     profile_steps: tuple[int, int] | None = setting(None, "A,B: a profiler trace of global steps [A, B) in "
                                                           "model_dir/train", ge=0, order="<")

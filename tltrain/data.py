@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tltrain import data_service, records
 from tltrain.config import DataConfig
+from tltrain.dataset_metadata import DatasetMetadata
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def warn_if_records_oversized(cfg: DataConfig, image_size: int, sample: int = 64
     if not cfg.records_dir:
         return None
     source = _RecordsSource(cfg.records_dir)
-    if source.metadata.get("resize_for", 0) >= image_size:
+    if source.metadata.resize_for >= image_size:
         return None
     needed = records.short_side_for(image_size, tuple(cfg.crop_area_range), cfg.eval_crop_fraction)
     first_shard = source.shards(cfg.train_split)[0][0]
@@ -220,17 +221,17 @@ class _RecordsSource:
 
     def __init__(self, records_dir: str):
         self.records_dir = records_dir
-        self.metadata = records.read_metadata(records_dir)
-        self.compression = self.metadata.get("compression", "") or ""
-        self.num_classes = int(self.metadata["num_classes"])
+        self.metadata = DatasetMetadata.read(records_dir)
+        self.compression = self.metadata.compression
+        self.num_classes = self.metadata.num_classes
 
     def info(self) -> DatasetInfo:
-        splits = self.metadata["splits"]
+        splits = self.metadata.splits
         return DatasetInfo(
-            class_names=tuple(self.metadata["class_names"]),
+            class_names=self.metadata.class_names,
             num_classes=self.num_classes,
-            split_counts={name: int(split["count"]) for name, split in splits.items()},
-            class_counts={name: tuple(split["per_class"]) for name, split in splits.items()},
+            split_counts={name: split.count for name, split in splits.items()},
+            class_counts={name: split.per_class for name, split in splits.items()},
         )
 
     def count(self, split: str) -> int:
@@ -238,11 +239,8 @@ class _RecordsSource:
 
     def shards(self, split: str) -> list[tuple[str, int]]:
         """[(path, example count)] of the split, each checked to exist (a clear error beats a hang on gs://)."""
-        splits = self.metadata["splits"]
-        if split not in splits:
-            path = posixpath.join(self.records_dir, records.METADATA_FILE)
-            raise ValueError(f"{path}: no split '{split}' (splits: {', '.join(sorted(splits)) or 'none'})")
-        shards = [(posixpath.join(self.records_dir, s["file"]), int(s["count"])) for s in splits[split]["shards"]]
+        paths = self.metadata.shard_paths(split)
+        shards = [(path, shard.count) for path, shard in zip(paths, self.metadata.splits[split].shards)]
         for path, _ in shards:
             if not tf.io.gfile.exists(path):
                 raise FileNotFoundError(f"{path}: shard listed in {records.METADATA_FILE} is missing")
@@ -251,25 +249,29 @@ class _RecordsSource:
     def _read(self, files) -> tf.data.Dataset:
         return tf.data.TFRecordDataset(files, self.compression, buffer_size=_READ_BUFFER_BYTES)
 
+    def _read_counted(self, path: tf.Tensor, count: tf.Tensor) -> tf.data.Dataset:
+        """One shard, failing when it ends before or after the count in dataset.json (read_failure names it)."""
+        return self._read(path).apply(tf.data.experimental.assert_cardinality(count))
+
     def train_examples(self, split: str, context: tf.distribute.InputContext, repeat: bool,
                        seed: int | None) -> tf.data.Dataset:
         """Serialized examples of this pipeline's share: its own shards, in a new order every epoch; or, with
         fewer shards than pipelines, every n-th example of all of them (each pipeline then reads everything)."""
-        files = [path for path, _ in self.shards(split)]
+        shards = self.shards(split)
         n, index = context.num_input_pipelines, context.input_pipeline_id
-        if len(files) < n:
+        if len(shards) < n:
             log.warning("%s: %d '%s' shards for %d input pipelines: sharding by example, every pipeline reads "
-                        "every shard; write at least %d shards", self.records_dir, len(files), split, n, n)
-            examples = self._read(files).shard(n, index)
+                        "every shard; write at least %d shards", self.records_dir, len(shards), split, n, n)
+            examples = _slices(shards).flat_map(self._read_counted).shard(n, index)
             return examples.repeat() if repeat else examples
-        files = files[index::n]
+        files = [path for path, _ in shards[index::n]]
         log.info("input pipeline %d of %d reads %d '%s' shards of %s: %s", index, n, len(files), split,
                  self.records_dir, " ".join(posixpath.basename(path) for path in files))
-        names = tf.data.Dataset.from_tensor_slices(files)
+        names = _slices(shards[index::n])
         if repeat:
             names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
         return names.interleave(
-            self._read, cycle_length=min(len(files), _MAX_CYCLE_LENGTH),
+            self._read_counted, cycle_length=min(len(files), _MAX_CYCLE_LENGTH),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=False,
         )
 
@@ -306,6 +308,12 @@ class _RecordsSource:
         ]
         with tf.control_dependencies(checks):
             return (tf.identity(encoded), tf.where(raw, shape, tf.zeros_like(shape))), tf.cast(label, tf.int32)
+
+
+def _slices(shards: list[tuple[str, int]]) -> tf.data.Dataset:
+    """(path, count) elements of the shards."""
+    counts = tf.constant([count for _, count in shards], tf.int64)
+    return tf.data.Dataset.from_tensor_slices(([path for path, _ in shards], counts))
 
 
 class _TfdsSource:

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 import tltrain
-from tltrain import data, progbar, records, run_dir, steps
+from tltrain import data, progbar, run_dir, steps
 from tltrain import strategy as strategy_lib
 from tltrain.config import RunConfig
 
@@ -130,8 +130,6 @@ def prepare(model_dir: str, records_dir: str = "", split: str = "") -> tuple[Run
     cfg, _ = run_dir.load_config(model_dir)
     if records_dir:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, records_dir=records_dir))
-    if cfg.data.records_dir:
-        records.read_metadata(cfg.data.records_dir)
     counts = data.dataset_info(cfg.data).split_counts
     split = split or default_split(counts, cfg.data.validation_split)
     if not counts.get(split):

@@ -9,7 +9,7 @@ export and predict see one model whichever way phase 1 ran.
 
 One cache entry holds one split's features. Its key hashes everything they depend on: the backbone's weight
 values as loaded (from ImageNet, a file or a seed alike), the model, alpha, feature layer, pooling, image size,
-precision, eval crop, the split's digest (see split_digest), and for augmented views the crop and augmentation
+precision, eval crop, the split's digest (in dataset.json), and for augmented views the crop and augmentation
 settings. An entry is written under temporary names and marked complete by cache.json, written last: an
 interrupted build is redone, a complete entry is reused by every later run with the same key.
 
@@ -44,6 +44,7 @@ import tensorflow as tf
 from tltrain import augment, data, models, progbar, records, steps
 from tltrain import evaluate as evaluate_lib
 from tltrain.config import RunConfig
+from tltrain.dataset_metadata import DatasetMetadata
 from tltrain.job import Job
 
 log = logging.getLogger(__name__)
@@ -185,17 +186,9 @@ def _weights_digest(features: keras.Model) -> str:
     return digest.hexdigest()
 
 
-def split_digest(metadata: dict, split: str) -> str:
-    """What identifies one split's examples: the split's own "digest" when dataset.json has one (subsets made
-    by tools/sweep_per_class.py share their parent's validation split, and with it its cached features), else
-    the records' digest and the split's name."""
-    own = metadata["splits"].get(split, {}).get("digest")
-    return own or hashlib.sha256(f"{metadata['digest']}\0{split}".encode()).hexdigest()
-
-
 def _records_identity(cfg: RunConfig, split: str) -> str:
     if cfg.data.records_dir:
-        return split_digest(records.read_metadata(cfg.data.records_dir), split)
+        return DatasetMetadata.read(cfg.data.records_dir).splits[split].digest
     return f"tfds:{cfg.data.tfds_name}:{split}"
 
 

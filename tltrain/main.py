@@ -74,6 +74,8 @@ def main(argv: list[str]) -> None:
             predict.image_paths(files)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"tltrain: {e}")
+    except Exception as e:  # the records' first shard read (record sizes) found damaged
+        _exit_if_records_damaged(e, FLAGS.records_dir)
     try:
         if mode == "train":
             train.train(job)
@@ -88,6 +90,19 @@ def main(argv: list[str]) -> None:
             sys.exit(1)  # some files could not be predicted; each has its line
     except RunError as e:
         sys.exit(f"tltrain: {e}")
+    except Exception as e:  # a shard found cut short or corrupted while reading it: one line naming it
+        _exit_if_records_damaged(e, (eval_cfg if mode == "evaluate" else cfg).data.records_dir)
+
+
+def _exit_if_records_damaged(error: Exception, records_dir: str) -> None:
+    """TensorFlow's read errors name no file: exits with the line naming the damaged shards of records_dir;
+    re-raises `error` when it is another one."""
+    from tltrain.dataset_metadata import DatasetMetadata
+
+    line = records_dir and DatasetMetadata.read(records_dir).read_failure(error)
+    if not line:
+        raise error
+    sys.exit(f"tltrain: {line}")
 
 
 def run() -> None:

@@ -59,12 +59,11 @@ class BackboneSpec:
 def _simple_cnn(include_top=False, weights=None, input_shape=(64, 64, 3)):
     """From-scratch baseline for the "is transfer worth it" comparison: three conv-BN-ReLU x2 + pool blocks.
 
-    BatchNorm momentum 0.9, not Keras' 0.99: its moving statistics start at mean 0 / variance 1, far from the
-    first convolution's (variance ~0.05 on [-1, 1] pixels), and inference runs on them. With 0.99 they keep 89%
-    of the start after 12 steps: each layer then sees activations several times too small, the signal fades
-    layer by layer, and a short run's predictions hang on rounding (measured on the tests' colour images after
-    12 steps: a class lost in 1 of 18 float32 and 3 of 18 bfloat16 runs; with 0.9, in none of 12 bfloat16 runs).
-    With 0.9 the start's share is 28% after 12 steps and 5% after 30.
+    BatchNorm momentum 0.9, not Keras' 0.99: inference runs on the moving statistics, which start at mean 0 /
+    variance 1, far from the first convolution's (variance ~0.05 on [-1, 1] pixels). With 0.99 they keep 89% of
+    the start after 12 steps, activations shrink layer by layer at inference and a short run's predictions hang
+    on rounding: after 12 steps on the tests' colour images a class was lost in 1 of 18 float32 and 3 of 18
+    bfloat16 runs, in none of 18 with 0.9 (28% of the start left after 12 steps, 8% after 24).
     """
     if include_top or weights is not None:
         raise ValueError("simple_cnn has no top and no pretrained weights")

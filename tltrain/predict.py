@@ -106,13 +106,18 @@ def print_predictions(model_dir: str, arguments: list[str], top_k: int) -> int:
     paths = image_paths(arguments)
     probabilities, class_names, failures = predict(model_dir, paths)
     for path, row in zip(paths, probabilities):
-        if path in failures:
-            log.warning(f"{path}: not predicted: {failures[path]}")
-        else:
+        if path not in failures:
             log.info(format_top_k(path, row, class_names, top_k))
-    if failures:
-        log.warning(f"{len(failures)} of {len(paths)} files could not be predicted")
+    log_failures(failures, len(paths))
     return len(failures)
+
+
+def log_failures(failures: dict[str, str], total: int) -> None:
+    """A warning line per file that could not be predicted, with its reason, then how many of `total`."""
+    for path, reason in failures.items():
+        log.warning(f"{path}: not predicted: {reason}")
+    if failures:
+        log.warning(f"{len(failures)} of {total} files could not be predicted")
 
 
 def run() -> None:

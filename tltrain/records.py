@@ -1,4 +1,5 @@
-"""The one TFRecord schema and dataset.json layout, shared by the writer (tltrain.convert) and the readers.
+"""The one TFRecord schema and its framing, shared by the writer (tltrain.convert) and the readers (dataset.json,
+which describes a folder of them, is tltrain.dataset_metadata).
 
 Compatible with the TensorFlow Model Garden classification decoder and the Cloud TPU ImageNet records.
 """
@@ -7,9 +8,7 @@ from __future__ import annotations
 
 import functools
 import gzip
-import json
 import math
-import posixpath
 import struct
 
 import google_crc32c
@@ -249,15 +248,3 @@ def count_records(path: str, compression: str = "") -> int:
 
 def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
-
-
-def read_metadata(records_dir: str) -> dict:
-    """Reads dataset.json; the error names the file when it is missing (also for gs:// paths)."""
-    import tensorflow as tf
-
-    path = posixpath.join(records_dir, METADATA_FILE)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path}: no {METADATA_FILE}; build records with tools/make_tfrecords.py")
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.load(f)
-

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
-import importlib.util
 import os
 import re
 import sys
@@ -91,28 +90,32 @@ def _filtered_stderr() -> Iterator[None]:
 
 
 class _QuietImport(importlib.abc.MetaPathFinder):
-    """Finds the top-level `tensorflow` package like the rest of sys.meta_path, and runs its import and its
-    first GPU lookup (where cuInit runs; a physical-device listing leaves every device setting open) filtered."""
+    """Finds the top-level `tensorflow` package with the other finders and hands its loader a quiet wrapper:
+    the import, and its first GPU lookup (where cuInit runs; a physical-device listing leaves every device
+    setting open), run filtered. A spec only looked up (importlib.util.find_spec) changes nothing."""
 
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        sys.meta_path.remove(self)  # one import only; the other finders find the real spec
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        spec.loader = _QuietLoader(spec.loader)
-        return spec
+        for finder in sys.meta_path:
+            spec = None if finder is self else getattr(finder, "find_spec", lambda *_: None)(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _QuietLoader(spec.loader, self)
+                return spec
+        return None
 
 
 class _QuietLoader(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader):
-        self.loader = loader
+    def __init__(self, loader: importlib.abc.Loader, finder: _QuietImport):
+        self.loader, self.finder = loader, finder
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
+        if self.finder in sys.meta_path:
+            sys.meta_path.remove(self.finder)  # one import to quiet
         module.__loader__ = module.__spec__.loader = self.loader
         with _filtered_stderr():
             self.loader.exec_module(module)

@@ -16,7 +16,6 @@ package dataset-fashion-mnist's idx file when it is installed, else from generat
 from __future__ import annotations
 
 import io
-import json
 import os
 import statistics
 
@@ -63,9 +62,8 @@ def encode(pixels, image_format: str) -> bytes:
 
 def write_records(images, image_format: str) -> tuple[str, list[bytes]]:
     """records_dir of one train split (4 shards) in image_format, and the serialized records."""
-    import tensorflow as tf
-
     from tltrain import records
+    from tltrain.dataset_metadata import DatasetMetadata, Shard
 
     out = os.path.join(FLAGS.work_dir, f"{image_format}_{len(images)}")
     os.makedirs(out, exist_ok=True)
@@ -76,14 +74,12 @@ def write_records(images, image_format: str) -> tuple[str, list[bytes]]:
     shards = []
     for shard in range(4):
         name = records.shard_name("train", shard, 4)
-        with tf.io.TFRecordWriter(os.path.join(out, name)) as writer:
+        with records.RecordWriter(os.path.join(out, name)) as writer:
             for example in serialized[shard::4]:
                 writer.write(example)
-        shards.append({"file": name, "count": len(serialized[shard::4])})
+        shards.append(Shard(name, len(serialized[shard::4])))
     per_class = [len(range(c, len(images), 10)) for c in range(10)]
-    with open(os.path.join(out, records.METADATA_FILE), "w") as f:
-        json.dump({"class_names": [f"c{c}" for c in range(10)], "num_classes": 10,
-                   "splits": {"train": {"count": len(images), "per_class": per_class, "shards": shards}}}, f)
+    DatasetMetadata.build([f"c{c}" for c in range(10)], {"train": (per_class, shards)}, image_format).write(out)
     return out, serialized
 
 

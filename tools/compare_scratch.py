@@ -33,7 +33,7 @@ ARMS = ("pretrained", "scratch")
 def run_arm(name: str, records_dir: str, out: pathlib.Path, budget: float, arm_flags: list[str]) -> dict:
     """Trains one arm from nothing within the budget, evaluates it on the test split when there is one;
     returns its summary and its validation curve [(seconds since start, step, accuracy)]."""
-    from tltrain import records
+    from tltrain.dataset_metadata import DatasetMetadata
 
     model_dir = out / name
     shutil.rmtree(model_dir, ignore_errors=True)
@@ -45,7 +45,7 @@ def run_arm(name: str, records_dir: str, out: pathlib.Path, budget: float, arm_f
     summary = {"arm": name, "train_seconds": round(seconds, 1), "steps": curve[-1][1] if curve else 0,
                "final_val_accuracy": round(curve[-1][2], 4) if curve else None,
                "best_val_accuracy": round(max(a for _, _, a in curve), 4) if curve else None}
-    if records.read_metadata(records_dir)["splits"].get("test"):
+    if "test" in DatasetMetadata.read(records_dir).splits:
         evaluate_seconds = experiment.run_tltrain([f"--model_dir={model_dir}", "--mode=evaluate", "--eval_split=test"],
                                                   out / f"{name}_evaluate.log")
         report = json.loads((model_dir / "evaluation.json").read_text())

@@ -22,15 +22,16 @@ def photo_images(work_dir: str, num_images: int, num_classes: int, log=print) ->
 def photo_records(images_dir: str, work_dir: str, num_shards: int, resize_for: int = 0, log=print) -> str:
     """Records of every image of images_dir (one train split) by the project's converter, at full size or
     with --resize_for; reused while dataset.json says they were made that way from that folder."""
-    from tltrain import convert, records
+    from tltrain import convert
+    from tltrain.dataset_metadata import DatasetMetadata
 
     name = "records_" + os.path.basename(os.path.normpath(images_dir)) + (f"_resize{resize_for}" if resize_for else "")
     records_dir = os.path.join(work_dir, name)
     try:
-        metadata = records.read_metadata(records_dir)
-        fresh = (metadata["source"] == images_dir and len(metadata["splits"]["train"]["shards"]) == num_shards
-                 and "validation" not in metadata["splits"] and metadata.get("resize_for", 0) == resize_for)
-    except (FileNotFoundError, KeyError):
+        metadata = DatasetMetadata.read(records_dir)
+        fresh = (metadata.provenance.get("source") == images_dir and "validation" not in metadata.splits
+                 and len(metadata.shard_paths("train")) == num_shards and metadata.resize_for == resize_for)
+    except (FileNotFoundError, ValueError):
         fresh = False
     if not fresh:
         log(f"converting {images_dir} -> {records_dir} ...")
@@ -41,8 +42,7 @@ def photo_records(images_dir: str, work_dir: str, num_shards: int, resize_for: i
 
 def train_split_files(records_dir: str) -> tuple[list[str], str]:
     """(shard paths of the train split, compression) from dataset.json."""
-    from tltrain import records
+    from tltrain.dataset_metadata import DatasetMetadata
 
-    metadata = records.read_metadata(records_dir)
-    return ([os.path.join(records_dir, s["file"]) for s in metadata["splits"]["train"]["shards"]],
-            metadata.get("compression", "") or "")
+    metadata = DatasetMetadata.read(records_dir)
+    return metadata.shard_paths("train"), metadata.compression

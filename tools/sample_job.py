@@ -61,9 +61,11 @@ def _one_validation_image(src: pathlib.Path, records: pathlib.Path) -> str:
 
     from tltrain import records as records_lib
 
-    metadata = records_lib.read_metadata(str(records))
-    shard = records / metadata["splits"]["validation"]["shards"][0]["file"]
-    for serialized in tf.data.TFRecordDataset(str(shard), metadata.get("compression", "")).take(1):
+    from tltrain.dataset_metadata import DatasetMetadata
+
+    metadata = DatasetMetadata.read(str(records))
+    shard = metadata.shard_paths("validation")[0]
+    for serialized in tf.data.TFRecordDataset(shard, metadata.compression).take(1):
         return str(src / records_lib.parse_example(serialized)["image/filename"].numpy().decode())
     raise SystemExit(f"sample_job: {shard} is empty")
 

@@ -16,8 +16,6 @@ Prints a table and writes OUT/per_class.csv and OUT/per_class.png. Re-running re
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import pathlib
@@ -42,72 +40,58 @@ def parse_sizes(values: list[str]) -> list[int | None]:
     return sizes
 
 
-def write_subset(records_dir: str, out: pathlib.Path, max_per_class: int) -> dict:
+def write_subset(records_dir: str, out: pathlib.Path, max_per_class: int):
     """OUT with the first `max_per_class` training examples of each class and R's other splits; returns its
-    dataset.json. Written to temporary names, dataset.json last; an existing complete subset is kept."""
+    DatasetMetadata. Written to temporary names, dataset.json last; an existing complete subset is kept."""
     import tensorflow as tf
 
-    from tltrain import features, records
+    from tltrain import records
+    from tltrain.dataset_metadata import DatasetMetadata, Shard
 
-    metadata_path = out / records.METADATA_FILE
-    if metadata_path.exists():
-        return json.loads(metadata_path.read_text())
-    parent = records.read_metadata(records_dir)
-    compression = parent.get("compression", "") or ""
-    num_classes = parent["num_classes"]
+    if (out / records.METADATA_FILE).exists():
+        return DatasetMetadata.read(str(out))
+    parent = DatasetMetadata.read(records_dir)
     out.mkdir(parents=True, exist_ok=True)
-    kept, per_class = [], [0] * num_classes
-    shards = [posixpath.join(records_dir, shard["file"]) for shard in parent["splits"]["train"]["shards"]]
-    source = tf.data.TFRecordDataset(shards, compression)
-    for serialized in source:
+    kept, per_class = [], [0] * parent.num_classes
+    for serialized in tf.data.TFRecordDataset(parent.shard_paths("train"), parent.compression):
         label = int(records.parse_example(serialized)["image/class/label"])
         if per_class[label] < max_per_class:
             per_class[label] += 1
             kept.append(serialized.numpy())
-            if sum(per_class) == max_per_class * num_classes:
+            if sum(per_class) == max_per_class * parent.num_classes:
                 break
     name = records.shard_name("train", 0, 1)
     temp = out / (name + ".incomplete")
-    with records.RecordWriter(str(temp), compression) as writer:
+    with records.RecordWriter(str(temp), parent.compression) as writer:
         for serialized in kept:
             writer.write(serialized)
     temp.rename(out / name)
-    splits = {}
-    for split, info in parent["splits"].items():
-        if split == "train":
-            digest = hashlib.sha256(f"{features.split_digest(parent, 'train')}\0max_per_class={max_per_class}"
-                                    .encode()).hexdigest()
-            splits[split] = {"count": len(kept), "per_class": per_class, "digest": digest,
-                             "shards": [{"file": name, "count": len(kept)}]}
-            continue
-        for shard in info["shards"]:
-            link = out / shard["file"]
+    for split in parent.splits:
+        for path in parent.shard_paths(split) if split != "train" else ():
+            link = out / posixpath.basename(path)
             if not link.exists():
-                os.symlink(os.path.abspath(posixpath.join(records_dir, shard["file"])), link)
-        splits[split] = {**info, "digest": features.split_digest(parent, split)}
-    metadata = {**parent, "splits": splits, "max_per_class": max_per_class, "source": records_dir,
-                "digest": hashlib.sha256("".join(s["digest"] for s in splits.values()).encode()).hexdigest()}
-    temp_metadata = out / (records.METADATA_FILE + ".incomplete")
-    temp_metadata.write_text(json.dumps(metadata, indent=2) + "\n")
-    temp_metadata.rename(metadata_path)
-    return metadata
+                os.symlink(os.path.abspath(path), link)
+    subset = parent.subset("train", [Shard(name, len(kept))], per_class, f"max_per_class={max_per_class}",
+                           max_per_class=max_per_class, source=records_dir)
+    subset.write(str(out))
+    return subset
 
 
 def sweep(records_dir: str, out: pathlib.Path, sizes: list[int | None], train_flags: list[str],
           min_steps_per_epoch: int, share_feature_cache: bool = True) -> list[dict]:
     """Trains one run per size; returns one row per run (the CSV's rows)."""
-    from tltrain import records
+    from tltrain.dataset_metadata import DatasetMetadata
 
     batch_size = _flag_value(train_flags, "batch_size", 32)
     rows = []
     for size in sizes:
         label = "all" if size is None else str(size)
         if size is None:
-            subset_dir, metadata = records_dir, records.read_metadata(records_dir)
+            subset_dir, metadata = records_dir, DatasetMetadata.read(records_dir)
         else:
             subset_dir = str(out / "records" / label)
             metadata = write_subset(records_dir, pathlib.Path(subset_dir), size)
-        train_count = metadata["splits"]["train"]["count"]
+        train_count = metadata.splits["train"].count
         model_dir = out / "runs" / label
         steps = max(min_steps_per_epoch, math.ceil(train_count / batch_size))
         args = [f"--records_dir={subset_dir}", f"--model_dir={model_dir}", f"--steps_per_epoch={steps}", *train_flags]
@@ -117,7 +101,7 @@ def sweep(records_dir: str, out: pathlib.Path, sizes: list[int | None], train_fl
         seconds = experiment.run_tltrain(args, out / "runs" / f"{label}.log", echo=False)
         result = experiment.final_validation(str(model_dir))
         rows.append({"max_per_class": label, "train_images": train_count,
-                     "images_per_class": round(train_count / metadata["num_classes"], 2),
+                     "images_per_class": round(train_count / metadata.num_classes, 2),
                      "val_accuracy": round(result["val_accuracy"], 4), "val_loss": round(result["val_loss"], 4),
                      "steps": result["step"], "seconds": round(seconds, 1)})
         print("   " + ", ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)

@@ -11,6 +11,7 @@ import typing
 
 from tltrain.convert.options import ConvertError, Options
 from tltrain.fields import Section, define_flag, setting
+from tltrain.records import METADATA_FILE
 
 PROGRAM = "make_tfrecords"
 
@@ -25,11 +26,13 @@ class Command(Section):
     out: str = setting("", "Output folder for the shards and dataset.json (local or gs://).")
     overwrite: bool = setting(False, "Replace the records already in --out.")
     strict: bool = setting(False, "Exit with status 1 if any file but hidden/system files was skipped.")
+    verify: str = setting("", "Instead of converting: read every shard of this records folder and check its framing, "
+                              "checksums and counts against its dataset.json (exit status 1 if any is damaged).")
 
     def __post_init__(self):
         self.validate()
         for name in ("src", "out"):
-            if not getattr(self, name):
+            if not getattr(self, name) and not self.verify:
                 raise ConvertError(f"--{name}: required")
 
 
@@ -59,6 +62,23 @@ def print_skipped(skipped: list[dict], out: str) -> list[dict]:
     return notable
 
 
+def _verify(records_dir: str) -> int:
+    from tltrain.dataset_metadata import DatasetMetadata
+
+    try:
+        metadata = DatasetMetadata.read(records_dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConvertError(str(error)) from None
+    problems = metadata.verify()
+    for problem in problems:
+        print(f"{PROGRAM}: damaged: {problem}", file=sys.stderr)
+    shards = sum(len(split.shards) for split in metadata.splits.values())
+    records = sum(split.count for split in metadata.splits.values())
+    verdict = f"{len(problems)} of {shards} shards damaged" if problems else "all intact"
+    print(f"{records_dir}: {shards} shards, {records} records in {METADATA_FILE}: {verdict}")
+    return 1 if problems else 0
+
+
 def _main(argv: list[str]) -> int:
     from absl import app
 
@@ -68,11 +88,17 @@ def _main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         command, options = from_flags(Command), from_flags(Options)
+        if command.verify:
+            return _verify(command.verify)
         summary = convert(command.src, command.out, overwrite=command.overwrite, **dataclasses.asdict(options))
     except ConvertError as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 1
     notable = print_skipped(summary.skipped, command.out)
+    if summary.links_outside:
+        first = summary.links_outside[0]
+        print(f"  note: {len(summary.links_outside)} files read through links that leave --src, e.g. {first['file']} "
+              f"-> {first['target']} (all listed in dataset.json)", file=sys.stderr)
     print(summary)
     if command.strict and notable:
         print(f"{PROGRAM}: error: --strict: {len(notable)} files skipped", file=sys.stderr)

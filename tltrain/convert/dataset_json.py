@@ -10,26 +10,23 @@ import hashlib
 from tltrain.convert.options import Options
 from tltrain.convert.policy import Assembler
 from tltrain.convert.scan import Scan
+from tltrain.dataset_metadata import DatasetMetadata, Shard
 from tltrain.records import SPLITS
 
 
-def build_metadata(src: str, found: Scan, options: Options, assembler: Assembler, shards: dict, compression: str):
-    """dataset.json (layout in the project contracts); digest = sha256 over shard names and record hashes."""
+def build_metadata(src: str, found: Scan, options: Options, assembler: Assembler, shards: dict) -> DatasetMetadata:
+    """dataset.json of the conversion; digest = sha256 over the compression, shard names and record hashes."""
+    compression = options.tf_compression
     digest = hashlib.sha256(compression.encode())
-    splits = {}
     for split in SPLITS:
-        if shards.get(split):
-            for shard in shards[split]:
-                digest.update(f"{shard['file']}\0{shard.pop('sha256')}\n".encode())
-            counts = assembler.per_class[split]
-            splits[split] = {"count": sum(counts), "per_class": counts, "shards": shards[split]}
+        for shard in shards.get(split, ()):
+            digest.update(f"{shard['file']}\0{shard['sha256']}\n".encode())
+    splits = {
+        split: (assembler.per_class[split], [Shard(shard["file"], shard["count"]) for shard in shards[split]])
+        for split in SPLITS if shards.get(split)
+    }
     presplit = found.layout == "presplit"
-    return {
-        "version": 1,
-        "class_names": found.class_names,
-        "num_classes": len(found.class_names),
-        "compression": compression,
-        "splits": splits,
+    provenance = {
         "seed": options.seed,
         "validation_fraction": None if presplit else options.validation_fraction,
         "test_fraction": None if presplit else options.test_fraction,
@@ -41,16 +38,24 @@ def build_metadata(src: str, found: Scan, options: Options, assembler: Assembler
         "max_side": options.max_side,
         "resize_for": options.resize_for,
         "raw_max_bytes": options.raw_max_bytes,
-        "skipped": sorted(assembler.skipped, key=lambda entry: entry["file"]),
-        "digest": digest.hexdigest(),
     }
+    if found.links_outside:
+        provenance["links_outside_src"] = found.links_outside
+    skipped = tuple(sorted(assembler.skipped, key=lambda entry: entry["file"]))
+    return DatasetMetadata.build(found.class_names, splits, digest.hexdigest(), compression=compression,
+                                 provenance=provenance, skipped=skipped)
 
 
 @dataclasses.dataclass
 class Summary:
     written: int
     skipped: list[dict]
-    metadata: dict
+    metadata: DatasetMetadata
+
+    @property
+    def links_outside(self) -> list[dict]:
+        """Files read through links that leave --src: {file, target}."""
+        return self.metadata.provenance.get("links_outside_src", [])
 
     def reasons(self) -> collections.Counter:
         return collections.Counter(entry["reason"] for entry in self.skipped)

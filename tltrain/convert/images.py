@@ -13,6 +13,7 @@ import hashlib
 import io
 import math
 import os
+import stat
 import struct
 import warnings
 
@@ -58,11 +59,12 @@ _SEGMENT = struct.Struct(">BBH")  # 0xFF, marker, segment length
 
 
 def jpeg_header(data: bytes) -> dict | None:
-    """Frame type, size, components, EXIF orientation and completeness from the marker segments.
+    """Frame type, size, components, EXIF orientation, completeness and data size from the marker segments.
 
     None when the segments before the first scan are malformed or cut short. `complete` is whether an EOI
     marker follows the first scan: inside entropy-coded data 0xFF is always stuffed, so a file cut anywhere
-    after the scan header has none.
+    after the scan header has none. `blocks`: the 8x8 blocks the frame's size needs (for the least of the
+    interleaved and non-interleaved layouts); `scan_bytes`: the bytes from the first scan to the last EOI.
     """
     i, frame, orientation = 2, None, 1
     while i + 4 <= len(data):
@@ -81,16 +83,40 @@ def jpeg_header(data: bytes) -> dict | None:
         if marker == 0xDA:
             if frame is None:
                 return None
-            return dict(frame, orientation=orientation, complete=data.rfind(b"\xff\xd9", end) != -1)
+            eoi = data.rfind(b"\xff\xd9", end)
+            return dict(frame, orientation=orientation, complete=eoi != -1, scan_bytes=max(eoi - end, 0))
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             if end - i < 10 or end > len(data):
                 return None
             precision, height, width, components = struct.unpack_from(">BHHB", data, i + 4)
-            frame = {"frame": marker, "precision": precision, "height": height, "width": width, "components": components}
+            if end - i < 10 + 3 * components:
+                return None
+            sampling = [(data[i + 11 + 3 * c] >> 4, data[i + 11 + 3 * c] & 15) for c in range(components)]
+            frame = {"frame": marker, "precision": precision, "height": height, "width": width, "components": components,
+                     "blocks": _blocks(height, width, sampling)}
         elif marker == 0xE1 and data.startswith(b"Exif\x00\x00", i + 4):
             orientation = _exif_orientation(data[i + 4 : end])
         i = end
     return None
+
+
+def _blocks(height: int, width: int, sampling: list[tuple[int, int]]) -> int:
+    """8x8 blocks of every component at least (the non-interleaved count; interleaved scans pad to MCUs)."""
+    if not sampling or min(min(h, v) for h, v in sampling) < 1:
+        return 0
+    h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
+    return sum(math.ceil(math.ceil(width * h / h_max) / 8) * math.ceil(math.ceil(height * v / v_max) / 8)
+               for h, v in sampling)
+
+
+def inconsistent(header: dict) -> str:
+    """Why a JPEG's data cannot fill the frame its header declares ("" when it can). Every 8x8 block costs at
+    least one bit in any JPEG coding (its DC difference has a Huffman code of one bit or more), so fewer data
+    bits than blocks means a header that lies about the size: decoders then fill the rest with gray."""
+    if header["complete"] and header["scan_bytes"] * 8 < header["blocks"]:
+        return (f"header says {header['width']}x{header['height']} ({header['blocks']} blocks), "
+                f"but its data holds at most {header['scan_bytes'] * 8} blocks")
+    return ""
 
 
 def _tf_decodes_as_is(header: dict | None, options: Options) -> bool:
@@ -185,11 +211,22 @@ def _looks_like_image(data: bytes) -> bool:
     )
 
 
+_NOT_REGULAR = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
+                stat.S_IFDIR: "a folder"}
+
+
 def read_file(path: str) -> bytes:
-    """The whole file, in one read() of its size: open().read() makes ~2x the system calls (lseek, isatty)."""
-    fd = os.open(path, os.O_RDONLY)
+    """The whole file, in one read() of its size: open().read() makes ~2x the system calls (lseek, isatty).
+
+    Opened without blocking, and only a regular file is read: a file replaced by a FIFO or a device after the
+    scan would otherwise block the worker forever, or never end."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        size = os.fstat(fd).st_size
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            what = _NOT_REGULAR.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise OSError(0, f"not a regular file when opened ({what})")
+        size = info.st_size
         data = os.read(fd, size + 1)  # a regular file returns all that is asked for, up to its end
         if len(data) == size:
             return data
@@ -211,6 +248,8 @@ def load(path: str, options: Options) -> Loaded:
         return Loaded(reason="zero bytes")
     sha256 = hashlib.sha256(data).hexdigest()
     header = jpeg_header(data) if data.startswith(b"\xff\xd8\xff") else None
+    if header is not None and (why := inconsistent(header)):
+        return Loaded(sha256, reason="corrupt", detail=why)
     if _tf_decodes_as_is(header, options):
         size = (header["height"], header["width"], header["components"])
         return Loaded(sha256, data, "jpeg", *size, sha256)

@@ -4,9 +4,7 @@ while the worker processes start."""
 
 from __future__ import annotations
 
-import json
 import os
-import posixpath
 import random
 import shutil
 import tempfile
@@ -17,7 +15,7 @@ from tltrain.convert.dataset_json import Summary, build_metadata
 from tltrain.convert.options import Options
 from tltrain.convert.policy import Assembler
 from tltrain.convert.scan import scan
-from tltrain.convert.shards import SplitWriter, plan_shards, prepare_out
+from tltrain.convert.shards import SplitWriter, plan_shards, prepare_out, replace_records
 from tltrain.convert.workers import Workers
 
 
@@ -38,7 +36,7 @@ def convert(src: str, out: str, *, overwrite: bool = False, progress: bool = Tru
     pool = Workers(options.workers or _cores(), options)  # worker processes start while TF imports
     writers, staging = {}, out
     try:
-        import tensorflow as tf
+        import tensorflow  # noqa: F401  (imported while the worker processes start)
 
         prepare_out(out, src, overwrite)
         if "://" in out:  # workers write at offsets: shards are assembled locally, then uploaded
@@ -55,7 +53,10 @@ def convert(src: str, out: str, *, overwrite: bool = False, progress: bool = Tru
         pool.close()  # every record is written
         assembler.resolve_conflicts()
         assembler.check(src)
-        shards = {split: writer.finish() for split, writer in writers.items()}
+        for writer in writers.values():
+            writer.seal()
+        replace_records(out)  # the new records are complete: only now are the old ones deleted
+        shards = {split: writer.publish() for split, writer in writers.items()}
     except BaseException:
         pool.close()  # before the files its workers write into are removed
         for writer in writers.values():
@@ -64,9 +65,6 @@ def convert(src: str, out: str, *, overwrite: bool = False, progress: bool = Tru
     finally:
         if staging != out:
             shutil.rmtree(staging, ignore_errors=True)
-    metadata = build_metadata(src, found, options, assembler, shards, options.tf_compression)
-    path = posixpath.join(out, "dataset.json")
-    with tf.io.gfile.GFile(path + ".incomplete", "w") as f:
-        f.write(json.dumps(metadata, indent=2) + "\n")
-    tf.io.gfile.rename(path + ".incomplete", path, overwrite=True)
-    return Summary(sum(split["count"] for split in metadata["splits"].values()), metadata["skipped"], metadata)
+    metadata = build_metadata(src, found, options, assembler, shards)
+    metadata.write(out)
+    return Summary(sum(split.count for split in metadata.splits.values()), list(metadata.skipped), metadata)

@@ -56,7 +56,7 @@ def _fingerprint(fields: dict, encoded_sha256: str) -> bytes:
 
 class SplitWriter:
     """One split's shards: places records round-robin at byte offsets in temporary files (workers write
-    them there); finish() removes dropped records, compresses if asked, and renames/uploads the non-empty ones.
+    them there); seal() removes dropped records and compresses if asked, publish() renames/uploads the shards.
 
     The temporary shards are local files (in --out, or a local temporary folder for gs:// outputs), since
     workers write at offsets.
@@ -67,6 +67,7 @@ class SplitWriter:
         self.ends = [None] * num_shards  # bytes placed per shard; None: file not created yet
         self.records = [[] for _ in range(num_shards)]  # per shard, (offset, size, fingerprint) per record
         self.dropped = collections.defaultdict(set)  # shard -> positions removed at the end (label conflicts)
+        self.sealed = []  # [{file, count, sha256}] once sealed
         self.total = 0
 
     def temp_path(self, shard: int) -> str:
@@ -96,52 +97,58 @@ class SplitWriter:
             f.write(b"".join(data[offset : offset + size] for offset, size, _ in kept))
         self.records[shard] = kept
 
-    def _publish(self, temp: str, final: str):
-        import tensorflow as tf
-
-        local = "://" not in final
-        if self.compression:
-            part = final + ".incomplete" if local else final  # a gs:// object appears only once complete
-            with open(temp, "rb") as source, tf.io.gfile.GFile(part, "wb") as raw:
-                with records.gzip_writer(raw) as target:
-                    shutil.copyfileobj(source, target, 1 << 22)
-            os.remove(temp)
-            if local:
-                os.replace(part, final)
-        elif local:
-            os.replace(temp, final)
-        else:
-            tf.io.gfile.copy(temp, final, overwrite=True)
-            os.remove(temp)
-
-    def finish(self) -> list[dict]:
-        """Removes dropped records, publishes the non-empty shards; returns [{file, count, sha256}]."""
+    def seal(self):
+        """Removes dropped records and compresses if asked: every non-empty shard complete under a temporary
+        name of its final name, in the staging folder (nothing in --out replaced yet)."""
         for shard, positions in sorted(self.dropped.items()):
             self._rewrite_without(shard, positions)
         nonempty = [shard for shard, placed in enumerate(self.records) if placed]
-        shards = []
         for index, shard in enumerate(nonempty):
             name = records.shard_name(self.split, index, len(nonempty))
-            self._publish(self.temp_path(shard), posixpath.join(self.out, name))
+            sealed = os.path.join(self.staging, name + ".incomplete")
+            if self.compression:
+                with open(self.temp_path(shard), "rb") as source, open(sealed, "wb") as raw:
+                    with records.gzip_writer(raw) as target:
+                        shutil.copyfileobj(source, target, 1 << 22)
+                os.remove(self.temp_path(shard))
+            else:
+                os.replace(self.temp_path(shard), sealed)
             prints = [fingerprint for _, _, fingerprint in self.records[shard]]
-            shards.append({"file": name, "count": len(prints), "sha256": hashlib.sha256(b"".join(prints)).hexdigest()})
+            self.sealed.append({"file": name, "count": len(prints), "sha256": hashlib.sha256(b"".join(prints)).hexdigest()})
         for shard, end in enumerate(self.ends):
             if end is not None and not self.records[shard]:
                 os.remove(self.temp_path(shard))
-        return shards
+
+    def publish(self) -> list[dict]:
+        """Renames (or uploads) the sealed shards to their final names in --out; returns [{file, count, sha256}]."""
+        import tensorflow as tf
+
+        for shard in self.sealed:
+            sealed, final = os.path.join(self.staging, shard["file"] + ".incomplete"), posixpath.join(self.out, shard["file"])
+            if "://" in final:  # a gs:// object appears only once complete
+                tf.io.gfile.copy(sealed, final, overwrite=True)
+                os.remove(sealed)
+            else:
+                os.replace(sealed, final)
+        return self.sealed
 
     def abort(self):
         """Deletes the temporary shards (a failed run leaves no half-written files behind)."""
-        for shard, end in enumerate(self.ends):
-            if end is not None and os.path.exists(self.temp_path(shard)):
-                os.remove(self.temp_path(shard))
+        temps = [self.temp_path(shard) for shard, end in enumerate(self.ends) if end is not None]
+        for path in temps + [os.path.join(self.staging, shard["file"] + ".incomplete") for shard in self.sealed]:
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def _one_line(error: Exception) -> str:
+    text = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return text.strip().splitlines()[0]
 
 
 def prepare_out(out: str, src: str, overwrite: bool):
-    """Creates --out, or empties it of our files; refuses finished records or foreign files unless --overwrite.
-
-    Only an interrupted run's leftovers (temporary shards, renamed shards, no dataset.json) are replaced
-    without --overwrite: that is what makes re-running a killed conversion just work.
+    """Creates --out, checks that it can be written, and deletes an interrupted run's temporary files; refuses
+    finished records or foreign files unless --overwrite. Records already there are replaced only once the
+    new ones are complete (replace_records): a failed run leaves them as they were.
     """
     import tensorflow as tf
 
@@ -149,14 +156,32 @@ def prepare_out(out: str, src: str, overwrite: bool):
         real_out, real_src = os.path.realpath(out), os.path.realpath(src)
         if real_out == real_src or real_out.startswith(real_src + os.sep):
             raise ConvertError(f"--out {out} is inside --src {src}: its records would be read as images")
-    if not tf.io.gfile.exists(out):
+    try:
+        if tf.io.gfile.exists(out) and not tf.io.gfile.isdir(out):
+            raise ConvertError(f"--out {out}: is a file, not a folder")
         tf.io.gfile.makedirs(out)
-        return
-    names = [name.rstrip("/") for name in tf.io.gfile.listdir(out)]
+        names = [name.rstrip("/") for name in tf.io.gfile.listdir(out)]
+        probe = posixpath.join(out, "dataset.json.incomplete")
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("")
+        tf.io.gfile.remove(probe)
+    except (OSError, tf.errors.OpError) as error:
+        raise ConvertError(f"--out {out}: cannot write there ({_one_line(error)})") from None
     foreign = [name for name in names if not _OUR_FILES.match(name)]
     if not overwrite and "dataset.json" in names:
         raise ConvertError(f"--out {out} already holds records (dataset.json): pass --overwrite to replace them")
     if not overwrite and foreign:
         raise ConvertError(f"--out {out} is not empty ({len(foreign)} other files, e.g. {foreign[0]}): use an empty folder")
-    for name in sorted(set(names) - set(foreign), key=lambda name: name != "dataset.json"):  # dataset.json first
-        tf.io.gfile.remove(posixpath.join(out, name))
+    for name in names:
+        if name.endswith(".incomplete") and _OUR_FILES.match(name):
+            tf.io.gfile.remove(posixpath.join(out, name))
+
+
+def replace_records(out: str):
+    """Deletes the records in --out (dataset.json first: a folder without it reads as an interrupted run)."""
+    import tensorflow as tf
+
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(out)]
+    for name in sorted(names, key=lambda name: name != "dataset.json"):
+        if _OUR_FILES.match(name) and not name.endswith(".incomplete"):
+            tf.io.gfile.remove(posixpath.join(out, name))

@@ -178,15 +178,27 @@ class Workers:
         """Where the record of job `key` goes (None: nowhere); sent to its worker with the next message."""
         self.places[self._worker(key)].append((key, path, offset))
 
-    def _send(self, worker: int, jobs: list[tuple]):
-        self.pipes[worker].send((self.places[worker], jobs))
+    def _died(self, worker: int, what: str) -> ConvertError:
+        """The error for a worker process that went away (killed, out of memory): nothing is published."""
+        process = self.processes[worker]
+        process.join(timeout=5)
+        code = process.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        return ConvertError(f"worker process {process.pid} died ({how}) while {what}; no records were published: "
+                            "run the same command again")
+
+    def _send(self, worker: int, jobs: list[tuple], what: str):
+        try:
+            self.pipes[worker].send((self.places[worker], jobs))
+        except OSError:  # BrokenPipeError, ConnectionResetError
+            raise self._died(worker, what) from None
         self.places[worker] = []
 
     def _recv(self, worker: int, what: str) -> list[Loaded]:
         try:
             reply = self.pipes[worker].recv()
-        except EOFError:
-            raise RuntimeError(f"a worker process died while {what}") from None
+        except (EOFError, OSError):  # OSError: ConnectionResetError
+            raise self._died(worker, what) from None
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -196,14 +208,17 @@ class Workers:
         record before asking for the next chunk. Returns once every placed record is written."""
         chunks = [jobs[i : i + self.chunk] for i in range(0, len(jobs), self.chunk)]
         ahead = self.depth * len(self.pipes)
+        def reading(part):
+            return f"reading {part[0][1]} ... {part[-1][1]}"
+
         for k in range(min(ahead, len(chunks))):
-            self._send(k % len(self.pipes), chunks[k])
+            self._send(k % len(self.pipes), chunks[k], reading(chunks[k]))
         for k, part in enumerate(chunks):
-            yield from zip(part, self._recv(k % len(self.pipes), f"reading {part[0][1]} ... {part[-1][1]}"))
+            yield from zip(part, self._recv(k % len(self.pipes), reading(part)))
             if k + ahead < len(chunks):
-                self._send((k + ahead) % len(self.pipes), chunks[k + ahead])
+                self._send((k + ahead) % len(self.pipes), chunks[k + ahead], reading(chunks[k + ahead]))
         for worker in range(len(self.pipes)):  # the last placements; the replies say they are written
-            self._send(worker, [])
+            self._send(worker, [], "writing records")
             self._recv(worker, "writing records")
 
     def close(self):
