@@ -373,8 +373,16 @@ def _score_head(cfg: RunConfig, vectors, labels, train_rows, held_rows, head, ra
     batch = min(cfg.data.batch_size, len(train_rows))
     dataset = (tf.data.Dataset.from_tensor_slices((vectors[train_rows], one_hot[train_rows]))
                .shuffle(len(train_rows), seed=cfg.train.seed).repeat().batch(batch, drop_remainder=True))
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-    loss, accuracy = model.evaluate(vectors[held_rows], one_hot[held_rows], batch_size=256, verbose=0)
+    # Every candidate is a new model, so TensorFlow warns that Keras's step functions were traced again: expected
+    # here, and no help to the user reading the plan.
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)  # the dataset shuffles
+        loss, accuracy = model.evaluate(vectors[held_rows], one_hot[held_rows], batch_size=256, verbose=0)
+    finally:
+        tf_logger.setLevel(level)
     return float(accuracy), float(loss)
 
 
