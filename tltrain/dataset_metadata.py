@@ -109,7 +109,10 @@ class DatasetMetadata:
         if not (isinstance(error, tf.errors.DataLossError) or counts) or not (problems := self.verify()):
             return None
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return f"{problems[0]}{more}; rebuild the records (tools/make_tfrecords.py --verify {self.records_dir} checks them)"
+        return f"{problems[0]}{more}; {self.rebuild_advice()}"
+
+    def rebuild_advice(self) -> str:
+        return f"rebuild the records (tools/make_tfrecords.py --verify {self.records_dir} checks them)"
 
     # -------------------------------------------------------------------------------------------- json
 

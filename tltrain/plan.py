@@ -110,15 +110,18 @@ def source_side(cfg: RunConfig) -> int:
     if cfg.data.train_split not in metadata.splits:
         return 0
     sides = []
-    for path in metadata.shard_paths(cfg.data.train_split):
-        with records.open_file(path) as raw:
-            stream = gzip.GzipFile(fileobj=raw, mode="rb") if metadata.compression.upper() == "GZIP" else raw
-            for serialized in records.read_records(stream, path):
-                feature = example_pb2.Example.FromString(serialized).features.feature
-                sides.append(min(feature["image/height"].int64_list.value[0],
-                                 feature["image/width"].int64_list.value[0]))
-                if len(sides) >= SIZE_SAMPLE:
-                    return int(statistics.median(sides))
+    try:
+        for path in metadata.shard_paths(cfg.data.train_split):
+            with records.open_file(path) as raw:
+                stream = gzip.GzipFile(fileobj=raw, mode="rb") if metadata.compression.upper() == "GZIP" else raw
+                for serialized in records.read_records(stream, path):
+                    feature = example_pb2.Example.FromString(serialized).features.feature
+                    sides.append(min(feature["image/height"].int64_list.value[0],
+                                     feature["image/width"].int64_list.value[0]))
+                    if len(sides) >= SIZE_SAMPLE:
+                        return int(statistics.median(sides))
+    except records.DamagedRecords as error:
+        raise ValueError(f"{error}; {metadata.rebuild_advice()}") from None
     return int(statistics.median(sides)) if sides else 0
 
 
