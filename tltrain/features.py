@@ -175,7 +175,7 @@ def fine_tune_models(model: keras.Model, cfg: RunConfig) -> tuple[keras.Model, k
 # ---------------------------------------------------------------------------------------------------- keys
 
 
-def _weights_digest(features: keras.Model) -> str:
+def weights_digest(features: keras.Model) -> str:
     """sha256 over the weight shapes and values of the model that computes the cached vectors: they depend on
     nothing else (in phase 2 only the frozen layers below the cut, so a resumed fine-tune reuses its entry)."""
     digest = hashlib.sha256()
@@ -415,7 +415,7 @@ def cached_task(job: Job, model: keras.Model, phase_name: str = "transfer") -> C
         features, head, cut = fine_tune_models(model, cfg)
     else:
         features, head, cut = feature_model(model, cfg.model.pooling), head_model(model, cfg.model.pooling), ""
-    digest = _weights_digest(features)
+    digest = weights_digest(features)
     train_entry = ensure_entry(job, features, cfg.data.train_split, views, digest, cut)
     validation_entry = (ensure_entry(job, features, cfg.data.validation_split, 0, digest, cut)
                         if job.validation_steps else None)

@@ -139,7 +139,7 @@ REGISTRY: dict[str, BackboneSpec] = {
 }
 
 
-def _lookup(name: str) -> str:
+def lookup(name: str) -> str:
     """The registry key for `name`, also accepting Keras spellings such as MobileNetV2 or EfficientNetB0."""
     if name in REGISTRY:
         return name
@@ -167,7 +167,7 @@ def describe_models() -> str:
 def validate(model_cfg: ModelConfig, image_size: int) -> int:
     """Checks the model flags before anything is built; returns the image size to use (its default for 0)."""
     model_cfg.validate()
-    spec = REGISTRY[_lookup(model_cfg.model)]
+    spec = REGISTRY[lookup(model_cfg.model)]
     size = image_size or spec.default_size
     if size < spec.min_size:
         raise ValueError(f"--image_size={size} is too small for {model_cfg.model}: it needs at least {spec.min_size}")
@@ -196,7 +196,7 @@ class BackbonePreprocess(layers.Layer):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.model = model
-        self._preprocess = REGISTRY[_lookup(model)].preprocess
+        self._preprocess = REGISTRY[lookup(model)].preprocess
 
     def call(self, pixels):
         return self._preprocess(keras.ops.cast(pixels, "float32"))
@@ -211,7 +211,7 @@ class BackbonePreprocess(layers.Layer):
 def build_classifier(model_cfg: ModelConfig, num_classes: int, image_size: int) -> keras.Model:
     """Pixels in [0, 255] (uint8 or float) -> class probabilities, float32 whatever the dtype policy."""
     size = validate(model_cfg, image_size)
-    key = _lookup(model_cfg.model)
+    key = lookup(model_cfg.model)
     backbone = _build_backbone(key, model_cfg, size)
     inputs = keras.Input((size, size, 3), name="pixels")
     x = BackbonePreprocess(key, name="preprocess")(inputs)
@@ -329,7 +329,7 @@ def set_phase(model: keras.Model, phase: str, model_cfg: ModelConfig, fine_tune_
 
 def fine_tune_start(backbone: keras.Model, model_cfg: ModelConfig, fine_tune_at: str) -> int:
     """Index of the first backbone layer that fine-tunes: from a layer index, a block name, or a layer name."""
-    key = _lookup(model_cfg.model)
+    key = lookup(model_cfg.model)
     value = fine_tune_at or REGISTRY[key].fine_tune_at
     names = [layer.name for layer in backbone.layers]
     if re.fullmatch(r"-?\d+", value):

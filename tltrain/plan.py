@@ -131,7 +131,7 @@ def _round_up(value: float, multiple: int) -> int:
 
 def derive(cfg: RunConfig, f: DataFacts) -> tuple[dict, list[str]]:
     """The rule: {flag name: value} for every planned setting, and one reason line per decision."""
-    spec = models.REGISTRY[models._lookup(cfg.model.model)]
+    spec = models.REGISTRY[models.lookup(cfg.model.model)]
     n = max(f.train_count, 1)
     choice, why = {}, []
     why.append(f"data      {n} training images in {f.num_classes} classes ({f.per_class_min}-"
@@ -331,7 +331,7 @@ def _train_features(job, features):
     feature_model = features.feature_model(model, cfg.model.pooling)
     if cfg.train.epochs > 0 and not cfg.train.cache_augmented_views:
         entry = features.ensure_entry(job, feature_model, cfg.data.train_split, 0,
-                                      features._weights_digest(feature_model))
+                                      features.weights_digest(feature_model))
         batches = features.eval_features(entry, cfg)
     else:
         batches = data.make_eval_dataset(cfg.data, cfg.data.image_size, cfg.data.train_split).take(
