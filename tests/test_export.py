@@ -310,3 +310,22 @@ def test_saved_model_cli_and_predict_command_line(trained, images, tmp_path):
     top1 = dict(line.split(": ")[0:2] for line in command.stdout.strip().splitlines())
     assert list(top1) == sorted(files)  # a folder is listed recursively, in sorted order
     assert {path: top1[path].split()[0] for path in files} == dict(zip(files, ["red", "green", "blue"]))
+
+
+def test_int8_keeps_its_worst_layers_float_when_it_disagrees_with_float32(trained, color_records, tmp_path):
+    model_dir, _ = trained
+    _, model, _ = run_dir.load_trained(str(model_dir))
+    pixels_model = str(tmp_path / "pixels")
+    export.write_pixels_model(model, 32, pixels_model)
+    validation, _ = validation_pixels(color_records)
+    expected = model(validation, training=False).numpy()
+    full = tflite.convert(pixels_model, "int8", validation)
+    assert tflite.quantize_int8(pixels_model, validation, validation, max_disagreement=0.5) == (full, [])
+    # A budget no model meets: every layer is tried float, worst first, and in the end all of them are, which
+    # leaves only the input's quantization (uint8 pixels: exact) between the model and float32.
+    quantized, kept = tflite.quantize_int8(pixels_model, validation, validation, max_disagreement=-1.0)
+    assert len(kept) > 3 and all(isinstance(name, str) for name in kept)
+    error_full = np.abs(tflite.Classifier(full)(validation) - expected).max()
+    error_kept = np.abs(tflite.Classifier(quantized)(validation) - expected).max()
+    assert error_kept < 1e-3 < error_full
+    assert len(full) < len(quantized)  # the float layers' weights are stored as float32

@@ -31,6 +31,7 @@ SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = tflite.SIGNATURE
+CHECK_IMAGES = 500  # training images (after the calibration ones) on which int8 must agree with the float model
 log = logging.getLogger(__name__)
 
 
@@ -66,19 +67,31 @@ def _write_saved_model(model: keras.Model, class_names: list[str], size: int, cr
     archive.write_out(path, verbose=False)
 
 
+def write_pixels_model(model: keras.Model, size: int, path: str) -> None:
+    """A SavedModel with the pixels signature alone, probabilities only: what the TFLite converter reads."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(PIXELS_SIGNATURE,
+                         lambda images: {tflite.OUTPUT: tf.cast(model(images, training=False), tf.float32)},
+                         input_signature=_pixels_spec(size))
+    archive.write_out(path, verbose=False)
+
+
 def _write_tflite(model: keras.Model, cfg, class_names: list[str], export_dir: str, variants: Sequence[str],
-                  quantize_samples: int) -> dict[str, str]:
-    """The TFLite variants, converted from a probabilities-only pixels SavedModel (TFLite has no string outputs)."""
-    calibration = tflite.calibration_images(cfg.data, quantize_samples) if "int8" in variants else None
+                  quantize_samples: int, max_accuracy_drop: float) -> tuple[dict[str, str], list[str]]:
+    """The TFLite variants, converted from a probabilities-only pixels SavedModel (TFLite has no string outputs);
+    returns ({variant: path}, the int8 layers kept float). int8 is calibrated on the first quantize_samples
+    training images and checked on the next CHECK_IMAGES (the calibration ones when there are no others),
+    against half the allowed accuracy drop: a margin for the sampling noise of a few hundred images."""
+    calibration = check = None
+    if "int8" in variants:
+        images = tflite.calibration_images(cfg.data, quantize_samples + CHECK_IMAGES)
+        calibration, check = images[:quantize_samples], images[quantize_samples:]
+        check = check if len(check) else calibration
     with tempfile.TemporaryDirectory() as pixels_model:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint(PIXELS_SIGNATURE,
-                             lambda images: {tflite.OUTPUT: tf.cast(model(images, training=False), tf.float32)},
-                             input_signature=_pixels_spec(cfg.data.image_size))
-        archive.write_out(pixels_model, verbose=False)
+        write_pixels_model(model, cfg.data.image_size, pixels_model)
         return tflite.write_variants(pixels_model, export_dir, variants, class_names, cfg.data.image_size,
-                                     cfg.model.model, calibration)
+                                     cfg.model.model, calibration, check, max_accuracy_drop / 200)
 
 
 def export(model_dir: str, export_dir: str = "", tflite_variants: Sequence[str] = (), quantize_samples: int = 300,
@@ -102,13 +115,14 @@ def export(model_dir: str, export_dir: str = "", tflite_variants: Sequence[str] 
     _write_saved_model(model, class_names, cfg.data.image_size, cfg.data.eval_crop_fraction, paths["saved_model"])
     model.save(paths["keras"])
     run_dir.write_run_files(export_dir, cfg, class_names)  # labels.txt, and config.json for predict
-    tflite_paths = _write_tflite(model, cfg, class_names, export_dir, variants, quantize_samples) if variants else {}
+    tflite_paths, kept_float = (_write_tflite(model, cfg, class_names, export_dir, variants, quantize_samples,
+                                              max_accuracy_drop) if variants else ({}, []))
     paths.update({f"tflite_{variant}": path for variant, path in tflite_paths.items()})
 
     rows, count = export_report.measure(eval_cfg.data, split, paths["keras"], paths["saved_model"], tflite_paths)
     paths["report"] = posixpath.join(export_dir, export_report.REPORT_FILE)
     report = {"split": split, "count": count, "max_accuracy_drop": max_accuracy_drop,
-              "quantize_samples": quantize_samples if "int8" in variants else 0,
+              "quantize_samples": quantize_samples if "int8" in variants else 0, "int8_float_layers": kept_float,
               "formats": [dataclasses.asdict(row) for row in rows]}
     run_dir.write_text(paths["report"], json.dumps(report, indent=2) + "\n")
     log.info(export_report.table(rows, split, count))
