@@ -113,6 +113,16 @@ def test_check_searches_the_head_on_a_held_out_slice_of_the_training_split(recor
     assert list((tmp_path / "feature_cache").glob("train-*/cache.json"))  # phase 1 reuses it
 
 
+def test_check_keeps_the_rule_unless_a_candidate_beats_it_by_more_than_the_noise():
+    results = [(0.90, -0.30, 1e-3, ()), (0.95, -0.20, 3e-3, ()), (0.93, -0.25, 1e-3, (512,))]
+    chosen, noise = plan.choose(results, (1e-3, ()), held_out=10)  # 10 images: one is 10 points
+    assert chosen == results[0] and noise == pytest.approx((0.9 * 0.1 / 10) ** 0.5)
+    chosen, noise = plan.choose(results, (1e-3, ()), held_out=1000)
+    assert chosen == results[1] and noise == pytest.approx(0.0095, abs=1e-4)
+    assert plan.choose(results, (1e-3, (512,)), held_out=100)[0] == results[2]  # 2 points < 2.6 of noise
+    assert plan.choose(results, (1e-3, (512,)), held_out=1000)[0] == results[1]  # 2 points > 0.8
+
+
 def test_the_command_line_tells_the_plan_which_flags_it_was_given(records, tmp_path):
     from tltrain import main as main_lib
 

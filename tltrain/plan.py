@@ -35,7 +35,8 @@ backbone, not values fitted to one data set):
 
 Then the plan is checked on the data: a short search of the head's learning rate and hidden layer, trained
 on the cached features of 80% of the training split and scored on the other 20% (never on the validation
-split), see `check`. A backbone trained from scratch (--weights=none) gets one phase of everything with the
+split); a candidate replaces the rule's choice only when it is better by more than the held-out accuracy's
+standard error, see `check`. A backbone trained from scratch (--weights=none) gets one phase of everything with the
 phase 2 step rule. `--plan=none` turns all of this off (the fixed defaults of config.py), and giving any of
 --epochs, --fine_tune_epochs or --steps_per_epoch keeps the fixed-epoch schedule (with the cache flags,
 --freeze and --patience as given or defaulted).
@@ -276,7 +277,8 @@ def check(job):
     """The plan's head checked on the data: a short search over the head's learning rate and hidden layer (the
     planned ones not given), each candidate trained on the frozen features of 80% of the training split for
     SEARCH_STEPS steps (phase 1's steps when fewer) and scored on the other 20%; the best (accuracy, then
-    loss) replaces the plan's. The training split's features come from the feature cache phase 1 trains on (built here, reused there),
+    loss) replaces the plan's when its accuracy is higher by more than the standard error of the plan's on
+    that many held-out images (on a few dozen, the ranking is noise: the rule stands). The training split's features come from the feature cache phase 1 trains on (built here, reused there),
     or, without a head phase, from the first CHECK_SAMPLE images. Returns the job with the chosen values;
     a job with nothing to search (or resuming a checked plan) is returned as it is."""
     import tensorflow as tf
@@ -304,16 +306,29 @@ def check(job):
         for rate in rates:
             accuracy, loss = _score_head(cfg, vectors, labels, train_rows, held_rows, head, rate, steps)
             results.append((accuracy, -loss, rate, head))
-    accuracy, _, rate, head = max(results, key=lambda r: r[:2])
+    (accuracy, _, rate, head), noise = choose(results, (cfg.train.learning_rate, cfg.model.head_units), len(held_rows))
+    planned = (rate, head) == (cfg.train.learning_rate, cfg.model.head_units)
     lines = [f"{len(train_rows)} training images' features, {len(held_rows)} held out, {steps} steps each: "
              + ", ".join(f"{_head_name(h)} lr {r:g} {a:.3f}" for a, _, r, h in results),
-             f"chosen: {_head_name(head)} head, lr {rate:g} (held-out accuracy {accuracy:.3f})"]
+             f"chosen: {_head_name(head)} head, lr {rate:g} (held-out accuracy {accuracy:.3f}; "
+             + ("the plan's: no other is better by more than" if planned else "better than the plan's by more than")
+             + f" the standard error {noise:.3f})"]
     for line in lines:
         log.info(f"plan: checked {line}")
     values = {k: {"learning_rate": rate, "head_units": head}[k] for k in searched}
     new_cfg = _with(cfg, values)
     return dataclasses.replace(job, cfg=new_cfg, plan={**record, "check": {"lines": lines, **values}},
                                phases=train.plan_phases(new_cfg, job.strategy.num_replicas_in_sync))
+
+
+def choose(results: list[tuple], planned: tuple, held_out: int) -> tuple[tuple, float]:
+    """(the chosen (accuracy, -loss, rate, head) of `results`, the standard error of the planned one's accuracy
+    on `held_out` images). The best (accuracy, then loss) replaces the planned (rate, head) only when its
+    accuracy is higher by more than that standard error."""
+    best = max(results, key=lambda r: r[:2])
+    mine = next(r for r in results if tuple(r[2:]) == tuple(planned))
+    noise = math.sqrt(mine[0] * (1 - mine[0]) / held_out)
+    return (best if best[0] - mine[0] > noise else mine), noise
 
 
 def _head_name(head: tuple[int, ...]) -> str:
