@@ -13,8 +13,9 @@ passes round-robin over the methods; the figure is the median pass.
 
   decode_limit                       tf.io.decode_jpeg of the same JPEG bytes, all cores, nothing else
   own_ceiling                        tltrain's own per-record function (parse, crop-decode, resize), no tf.data:
-                                     one thread per core, each running it over its share of a batch in a
-                                     tf.map_fn; what tltrain would give if tf.data cost nothing
+                                     one process per core (TensorFlow on one thread), each running it over its
+                                     share of a batch in a tf.map_fn; what tltrain would give if tf.data cost
+                                     nothing
   tltrain                            tltrain.data.make_train_dataset (host side only)
   tltrain_cached                     the same with --cache: decoded images (short side image_size) in memory
   tltrain_resized                    tltrain on records written with make_tfrecords --resize_for=image_size
@@ -122,35 +123,56 @@ def decode_limit(encoded: list[bytes]):
     return Method("decode_limit", start)
 
 
-def own_ceiling(records_dir: str) -> Method:
-    """tltrain's per-record function without tf.data: each of one thread per core maps it over its share of
-    every batch in a tf.map_fn (one graph, one call per share), from records already in memory."""
-    import concurrent.futures
-
+def _ceiling_worker(connection, records_dir: str, image_size: int, share: int, offset: int) -> None:
+    """One process of own_ceiling: TensorFlow on one thread, records in memory; on each request it decodes the
+    next `share` of them with tltrain's per-record function and answers with the image count."""
     import tensorflow as tf
 
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
     from tltrain import data
     from tltrain.config import DataConfig
 
-    cores = len(os.sched_getaffinity(0))
-    share = max(1, FLAGS.batch_size // cores)
     serialized = train_records(records_dir)
     shares = [tf.constant(serialized[i:i + share]) for i in range(0, len(serialized) - share + 1, share)]
-    decode = data.train_record_decoder(DataConfig(records_dir=records_dir), FLAGS.image_size)
-    image_spec = tf.TensorSpec([FLAGS.image_size, FLAGS.image_size, 3], tf.uint8)
+    decode = data.train_record_decoder(DataConfig(records_dir=records_dir), image_size)
+    image_spec = tf.TensorSpec([image_size, image_size, 3], tf.uint8)
 
     @tf.function
     def decode_share(records):
         return tf.map_fn(lambda r: decode(r)[0], records, fn_output_signature=image_spec, parallel_iterations=1)
 
+    position = offset
+    connection.send(int(decode_share(shares[position]).shape[0]))  # traced: ready
+    while connection.recv():
+        position = (position + 1) % len(shares)
+        connection.send(int(decode_share(shares[position]).shape[0]))
+
+
+def own_ceiling(records_dir: str) -> Method:
+    """tltrain's per-record function without tf.data: one process per core, each with TensorFlow on one thread
+    mapping the function over its share of every batch in a tf.map_fn (one graph call per share), from records
+    already in memory. Processes, not threads: no Python lock or shared runtime between the cores."""
+    import multiprocessing
+
+    cores = len(os.sched_getaffinity(0))
+    share = max(1, FLAGS.batch_size // cores)
+
     def start():
-        pool = concurrent.futures.ThreadPoolExecutor(cores)
-        position = [0]
+        context = multiprocessing.get_context("spawn")
+        connections = []
+        for index in range(cores):
+            here, there = context.Pipe()
+            context.Process(target=_ceiling_worker, daemon=True,
+                            args=(there, records_dir, FLAGS.image_size, share, 7 * index)).start()
+            connections.append(here)
+        for connection in connections:
+            connection.recv()
 
         def next_batch():
-            chosen = [shares[(position[0] + i) % len(shares)] for i in range(cores)]
-            position[0] += cores
-            return sum(int(images.shape[0]) for images in pool.map(decode_share, chosen))
+            for connection in connections:
+                connection.send(True)
+            return sum(connection.recv() for connection in connections)
 
         return next_batch
 
