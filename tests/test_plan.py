@@ -49,6 +49,13 @@ def test_rule_large_data_set_fine_tunes_on_cached_activations_without_a_head_pha
     assert any("phase 1   none" in line for line in why)
 
 
+def test_a_given_batch_size_is_what_the_steps_are_counted_in():
+    cfg = RunConfig()
+    cfg.data = dataclasses.replace(cfg.data, batch_size=64)
+    choice, _ = plan.derive(cfg, _facts(55_000, 10, 300), frozenset({"batch_size"}))
+    assert choice["batch_size"] == 64 and choice["steps_per_epoch"] == 55_000 // 64  # still 3 epochs' worth
+
+
 def test_rule_without_pretrained_weights_trains_everything():
     choice, _ = plan.derive(RunConfig(), _facts(900, 10, 28, pretrained=False))
     assert choice["freeze"] == "none" and choice["fine_tune_epochs"] == 0 and not choice["cache_features"]

@@ -130,8 +130,9 @@ def _round_up(value: float, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
 
 
-def derive(cfg: RunConfig, f: DataFacts) -> tuple[dict, list[str]]:
-    """The rule: {flag name: value} for every planned setting, and one reason line per decision."""
+def derive(cfg: RunConfig, f: DataFacts, given: frozenset[str] = frozenset()) -> tuple[dict, list[str]]:
+    """The rule: {flag name: value} for every planned setting, and one reason line per decision. A given
+    --batch_size is the one the steps are counted in."""
     spec = models.REGISTRY[models.lookup(cfg.model.model)]
     n = max(f.train_count, 1)
     choice, why = {}, []
@@ -145,6 +146,7 @@ def derive(cfg: RunConfig, f: DataFacts) -> tuple[dict, list[str]]:
                f"{cfg.model.model}'s {spec.default_size}")
     batch = SMALL_BATCH if n < LARGE_BATCH_FROM else LARGE_BATCH
     batch = max(8, min(batch, 2 ** int(math.log2(max(n // 2, 1)))))
+    batch = cfg.data.batch_size if "batch_size" in given else batch
     choice["batch_size"] = batch
     natural = max(1, n // batch)
 
@@ -226,7 +228,7 @@ def apply(cfg: RunConfig, given: set[str] | None = None) -> tuple[RunConfig, dic
         data_facts = facts(cfg)
         if "freeze" in given and cfg.train.freeze == "none":
             data_facts = dataclasses.replace(data_facts, pretrained=False)
-        choice, why = derive(cfg, data_facts)
+        choice, why = derive(cfg, data_facts, frozenset(given))
     notes = []  # how the given settings change the plan (the reasons are the rule's alone)
     if given & set(SCHEDULE):
         notes.append(f"kept      the fixed-epoch schedule of --{', --'.join(sorted(given & set(SCHEDULE)))}")
