@@ -324,6 +324,11 @@ def test_trainable_layers_per_phase(pretrained_mobilenet):
     assert trainable_layers(backbone) == top
     assert models.set_phase(model, "fine_tune", cfg, str(MOBILENET_BLOCK_13), True) == len(top)
     assert models.set_phase(model, "fine_tune", cfg, "block_13_expand", True) == len(top)
+    # A fraction of the 17 blocks (expanded_conv, block_1 .. block_16): 0.2 is the top 4 (block_13 on), 0.33 the
+    # top 6 (block_11 on).
+    assert models.set_phase(model, "fine_tune", cfg, "0.2", True) == len(top)
+    block_11 = models.fine_tune_start(backbone, cfg, "block_11")
+    assert models.fine_tune_start(backbone, cfg, "0.33") == block_11 < MOBILENET_BLOCK_13
 
     models.set_phase(model, "full", cfg, "", False)
     assert trainable_layers(backbone) == weighted - batchnorm  # pretrained statistics are kept
@@ -331,7 +336,8 @@ def test_trainable_layers_per_phase(pretrained_mobilenet):
     assert trainable_layers(backbone) == weighted  # from scratch, BatchNorm must learn its statistics
 
     with one_line_error(r"unknown --fine_tune_at=block_99 for mobilenet_v2: give a layer index \(0-153\), a layer "
-                        r"name, or a block \(expanded_conv, block_1, block_2, \.\.\., block_14, block_15, block_16\)"):
+                        r"name, a block \(expanded_conv, block_1, block_2, \.\.\., block_14, block_15, block_16\) or "
+                        r"a fraction of the blocks \(0\.33\)"):
         models.set_phase(model, "fine_tune", cfg, "block_99", False)
 
 

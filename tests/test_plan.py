@@ -35,6 +35,7 @@ def test_rule_small_data_set():
     assert spe == 80 and choice["fine_tune_epochs"] == 5
     assert choice["epochs"] * spe >= 30 * 28  # 30 epochs' worth of head steps
     assert choice["cache_features"] and not choice["cache_fine_tune"]
+    assert choice["fine_tune_at"] == ""  # the backbone's default cut
 
 
 def test_rule_large_data_set_fine_tunes_on_cached_activations_without_a_head_phase():
@@ -44,6 +45,7 @@ def test_rule_large_data_set_fine_tunes_on_cached_activations_without_a_head_pha
     assert choice["epochs"] == 0 and choice["fine_tune_epochs"] == 3
     assert choice["cache_features"] and choice["cache_fine_tune"]
     assert choice["fine_tune_learning_rate"] == 3e-4  # a new head
+    assert choice["fine_tune_at"] == "0.33"  # the top third of the blocks, below the default cut
     assert choice["head_units"] == (512,)  # 5,500 images per class
     assert choice["eval_crop_fraction"] == RunConfig().data.eval_crop_fraction
     assert any("phase 1   none" in line for line in why)

@@ -101,7 +101,8 @@ class TrainConfig(Section):
                                  "fixed defaults")
     epochs: int = setting(5, "phase 1: frozen backbone, new head", ge=0)
     fine_tune_epochs: int = setting(0, "phase 2: top of the backbone unfrozen", ge=0)
-    fine_tune_at: str = setting("", 'layer index, layer name or block name; "" = the model\'s default cut')
+    fine_tune_at: str = setting("", 'layer index, layer name, block name, or a fraction of the blocks (0.33: the top '
+                                "third); \"\" = the model's default cut")
     freeze: Freeze = setting("backbone", "backbone: two phases; none: everything trains from the start")
     fine_tune_batchnorm: bool = setting(False, "phase 2: also train BatchNorm layers (kept in inference mode "
                                                "otherwise)")

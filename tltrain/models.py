@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import functools
 import logging
+import math
 import os
 import re
 import tempfile
@@ -328,7 +329,8 @@ def set_phase(model: keras.Model, phase: str, model_cfg: ModelConfig, fine_tune_
 
 
 def fine_tune_start(backbone: keras.Model, model_cfg: ModelConfig, fine_tune_at: str) -> int:
-    """Index of the first backbone layer that fine-tunes: from a layer index, a block name, or a layer name."""
+    """Index of the first backbone layer that fine-tunes: from a layer index, a block name, a layer name, or a
+    fraction of the blocks (0.33: the top third of them, at least one)."""
     key = lookup(model_cfg.model)
     value = fine_tune_at or REGISTRY[key].fine_tune_at
     names = [layer.name for layer in backbone.layers]
@@ -338,6 +340,9 @@ def fine_tune_start(backbone: keras.Model, model_cfg: ModelConfig, fine_tune_at:
             raise ValueError(f"--fine_tune_at={value} is out of range: {key} has {len(names)} backbone layers")
         return index % len(names)
     blocks = block_starts(key, names)
+    if re.fullmatch(r"0?\.\d+", value) and blocks:
+        starts = list(blocks.values())
+        return starts[-max(1, math.ceil(float(value) * len(starts)))]
     if value in blocks:
         return blocks[value]
     if value in names:
@@ -345,7 +350,7 @@ def fine_tune_start(backbone: keras.Model, model_cfg: ModelConfig, fine_tune_at:
     listed = list(blocks)
     shown = ", ".join(listed if len(listed) <= 8 else listed[:3] + ["..."] + listed[-3:])
     raise ValueError(f"unknown --fine_tune_at={value} for {key}: give a layer index (0-{len(names) - 1}), a layer "
-                     f"name, or a block ({shown or 'none in this cut'})")
+                     f"name, a block ({shown or 'none in this cut'}) or a fraction of the blocks (0.33)")
 
 
 def block_starts(key: str, layer_names: list[str]) -> dict[str, int]:

@@ -17,11 +17,12 @@ backbone, not values fitted to one data set):
   cost milliseconds, so small sets get hundreds of steps instead of a handful of epochs. Skipped from 20,000
   images, where one pass of the whole backbone over the data costs more than the head gains over starting
   phase 2 with a new head.
-- phase 2, fine-tuning the backbone's top blocks (its default cut): 3 * sqrt(20,000 / N) epochs, between 3 and
-  30 (small sets need more passes, large sets fewer), at least 100 steps. Below 20,000 images it trains
-  through the images with flips and random crops (augmentation is what keeps a small set from being
-  memorised); from 20,000 it trains on the stored activations below the cut (--cache_fine_tune: no
-  augmentation, about 3x cheaper per step), where the data itself regularises.
+- phase 2, fine-tuning the backbone's top blocks: 3 * sqrt(20,000 / N) epochs, between 3 and 30 (small sets
+  need more passes, large sets fewer), at least 100 steps. Below 20,000 images it trains the backbone's
+  default cut through the images with flips and random crops (augmentation is what keeps a small set from
+  being memorised); from 20,000 it trains the top third of the blocks (more data supports more trainable
+  layers) on the stored activations below the cut (--cache_fine_tune: no augmentation, about 3x cheaper per
+  step), where the data itself regularises.
 - learning rates: Adam 1e-3 for the head; fine-tuning 1e-4 after a trained head, 3e-4 with a new head.
 - head: one 512-unit hidden layer from 500 images per class (enough examples to fit it), else linear; dropout
   0.2; label smoothing 0.1.
@@ -58,6 +59,7 @@ from tltrain.dataset_metadata import DatasetMetadata
 
 log = logging.getLogger(__name__)
 LARGE = 20_000  # training images from which phase 2 runs on cached activations without a head phase
+LARGE_CUT = "0.33"  # --fine_tune_at of a large set: the top third of the backbone's blocks
 MANY_PER_CLASS = 500  # images per class from which the head gets a hidden layer
 SMALL_BATCH, LARGE_BATCH, LARGE_BATCH_FROM = 32, 128, 10_000
 MIN_SIZE = 96  # 3 x 32: a 3x3 final feature map
@@ -70,10 +72,11 @@ SIZE_SAMPLE = 512  # training records whose height and width are read
 # The settings the plan derives, by flag name. The schedule is one part: giving any of it keeps the old
 # fixed-epoch behaviour for all of it.
 SCHEDULE = ("epochs", "fine_tune_epochs", "steps_per_epoch")
-PLANNED = SCHEDULE + ("patience", "image_size", "batch_size", "cache_features", "cache_fine_tune", "freeze", "learning_rate",
+PLANNED = SCHEDULE + ("patience", "image_size", "batch_size", "cache_features", "cache_fine_tune", "freeze", "fine_tune_at",
+                      "learning_rate",
                       "fine_tune_learning_rate", "head_units", "dropout", "label_smoothing", "crop_area_range",
                       "eval_crop_fraction")
-_WITH_SCHEDULE = ("cache_features", "cache_fine_tune", "freeze", "patience")  # follow a given schedule too
+_WITH_SCHEDULE = ("cache_features", "cache_fine_tune", "freeze", "fine_tune_at", "patience")  # follow a given schedule too
 _SECTION = {"image_size": "data", "batch_size": "data", "crop_area_range": "data", "eval_crop_fraction": "data",
             "head_units": "model", "dropout": "model"}  # the others are TrainConfig fields
 
@@ -172,11 +175,14 @@ def derive(cfg: RunConfig, f: DataFacts, given: frozenset[str] = frozenset()) ->
         else:
             why.append(f"phase 1   none: from {LARGE:,} images the head starts with phase 2 (a whole-backbone "
                        "pass for the head alone would cost more than it gains)")
-        cut = cfg.train.fine_tune_at or spec.fine_tune_at
+        choice["fine_tune_at"] = LARGE_CUT if large else ""
+        cut = (f"the top {LARGE_CUT} of the blocks" if large else spec.fine_tune_at)
         how = ("on stored activations below the cut (no augmentation; the data is large enough)" if large else
                "through the images with flips and random crops")
         why.append(f"phase 2   {choice['fine_tune_epochs'] * spe} fine-tune steps from {cut} ({ft_epochs:.1f} "
-                   f"epochs' worth: 3 x sqrt({LARGE:,} / N), 3-30) {how}")
+                   f"epochs' worth: 3 x sqrt({LARGE:,} / N), 3-30) {how}"
+                   + (f"; from {LARGE:,} images the data supports more trainable layers than {cfg.model.model}'s "
+                      f"default cut {spec.fine_tune_at}" if large else ""))
         choice["patience"] = PATIENCE
         why.append(f"keep      the best validated weights; fine-tuning starts from the head's best and stops after "
                    f"{PATIENCE} validations without a better accuracy")
