@@ -176,7 +176,7 @@ def derive(cfg: RunConfig, f: DataFacts, given: frozenset[str] = frozenset()) ->
             why.append(f"phase 1   none: from {LARGE:,} images the head starts with phase 2 (a whole-backbone "
                        "pass for the head alone would cost more than it gains)")
         choice["fine_tune_at"] = LARGE_CUT if large else ""
-        cut = (f"the top {LARGE_CUT} of the blocks" if large else spec.fine_tune_at)
+        cut = (f"the top third of the blocks (--fine_tune_at={LARGE_CUT})" if large else spec.fine_tune_at)
         how = ("on stored activations below the cut (no augmentation; the data is large enough)" if large else
                "through the images with flips and random crops")
         why.append(f"phase 2   {choice['fine_tune_epochs'] * spe} fine-tune steps from {cut} ({ft_epochs:.1f} "
