@@ -111,7 +111,7 @@ def main(argv):
     print(f"{n} files, {size / n / 1024:.0f} KB average, {len(os.sched_getaffinity(0))} cores, {workers} workers")
     print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(f"converter: {summary}")
-    print(f"                                 img/s   CPU us/img (all processes)")
+    print("                                 img/s   CPU us/img (all processes)")
     print(f"read+hash, 1 process:        {n / serial:8.0f}   {1e6 * serial_cpu / n:6.0f}")
     print(f"read+hash, {workers} processes:      {n / parallel:8.0f}   {1e6 * parallel_cpu / n:6.0f}")
     print(f"converter, {workers} workers:        {n / converter:8.0f}   {1e6 * converter_cpu / n:6.0f}  (whole convert() call)")
