@@ -24,7 +24,8 @@ def test_rule_tiny_data_set_gets_hundreds_of_head_steps_and_an_augmented_fine_tu
     assert abs(choice["fine_tune_epochs"] * spe - 113) <= spe and choice["fine_tune_epochs"] == 5
     assert choice["cache_features"] and not choice["cache_fine_tune"]
     assert choice["fine_tune_learning_rate"] < choice["learning_rate"]
-    assert choice["head_units"] == () and choice["eval_crop_fraction"] == 1.0 and choice["crop_area_range"] == (0.5, 1.0)
+    assert choice["head_units"] == (512,) and choice["label_smoothing"] == 0.0  # 10 images per class: no smoothing
+    assert choice["eval_crop_fraction"] == 1.0 and choice["crop_area_range"] == (0.5, 1.0)
     assert any(line.startswith("phase 1") and "head steps on cached features" in line for line in why)
 
 
@@ -46,7 +47,7 @@ def test_rule_large_data_set_fine_tunes_on_cached_activations_without_a_head_pha
     assert choice["cache_features"] and choice["cache_fine_tune"]
     assert choice["fine_tune_learning_rate"] == 3e-4  # a new head
     assert choice["fine_tune_at"] == "0.33"  # the top third of the blocks, below the default cut
-    assert choice["head_units"] == (512,)  # 5,500 images per class
+    assert choice["head_units"] == (512,) and choice["label_smoothing"] == 0.1  # 5,500 images per class
     assert choice["eval_crop_fraction"] == RunConfig().data.eval_crop_fraction
     assert any("phase 1   none" in line for line in why)
 
