@@ -193,7 +193,8 @@ def test_a_variant_that_loses_accuracy_fails_the_export_with_one_line(trained, t
     assert "--export_tflite=int4,int8: unknown variant int4" in main_error(*flags, "--export_tflite=int4,int8")
     # Calibrating on black images: the int8 input range collapses and every image looks alike (the classic
     # silent failure of post-training quantization).
-    monkeypatch.setattr(tflite, "calibration_images", lambda cfg, count: np.zeros([count, 32, 32, 3], np.uint8))
+    monkeypatch.setattr(tflite, "calibration_images",
+                        lambda cfg, count, split="": np.zeros([count, 32, 32, 3], np.uint8))
     message = main_error(*flags, "--export_tflite=int8", "--quantize_samples=4")
     assert message.startswith("tltrain: export rejected: model_int8.tflite: top-1 ")
     assert "points below model.keras's" in message and "--max_accuracy_drop=1" in message

@@ -31,7 +31,7 @@ SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = tflite.SIGNATURE
-CHECK_IMAGES = 500  # training images (after the calibration ones) on which int8 must agree with the float model
+CHECK_IMAGES = 500  # unseen images on which int8 must agree with the float model
 log = logging.getLogger(__name__)
 
 
@@ -81,12 +81,16 @@ def _write_tflite(model: keras.Model, cfg, class_names: list[str], export_dir: s
                   quantize_samples: int, max_accuracy_drop: float) -> tuple[dict[str, str], list[str]]:
     """The TFLite variants, converted from a probabilities-only pixels SavedModel (TFLite has no string outputs);
     returns ({variant: path}, the int8 layers kept float). int8 is calibrated on the first quantize_samples
-    training images and checked on the next CHECK_IMAGES (the calibration ones when there are no others),
-    against half the allowed accuracy drop: a margin for the sampling noise of a few hundred images."""
+    training images and checked, against half the allowed accuracy drop (a margin for the sampling noise of a
+    few hundred images), on up to CHECK_IMAGES of the validation split: images the model did not train on,
+    whose labels the check does not read (without a validation split: training images past the calibration
+    ones)."""
     calibration = check = None
     if "int8" in variants:
-        images = tflite.calibration_images(cfg.data, quantize_samples + CHECK_IMAGES)
+        unseen = cfg.data.validation_split
+        images = tflite.calibration_images(cfg.data, quantize_samples + (0 if unseen else CHECK_IMAGES))
         calibration, check = images[:quantize_samples], images[quantize_samples:]
+        check = tflite.calibration_images(cfg.data, CHECK_IMAGES, unseen) if unseen else check
         check = check if len(check) else calibration
     with tempfile.TemporaryDirectory() as pixels_model:
         write_pixels_model(model, cfg.data.image_size, pixels_model)

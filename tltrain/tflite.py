@@ -6,9 +6,10 @@ int8 is post-training quantization calibrated on training images decoded like ev
 uint8 exactly as sent (a Cast, then one Quantize to the calibrated input range); everything after that runs in
 int8 until the probabilities are dequantized. Some networks lose accuracy in a few layers (MobileNetV2's first
 depthwise convolutions, whose per-channel ranges differ by orders of magnitude): the int8 model is checked
-against the float one on other training images, and when their top-1 classes disagree on more than the allowed
-share, the layers with the largest quantization error (TFLite's QuantizationDebugger) stay float, as few as
-make them agree.
+against the float one on images it was not trained on (a model that has memorised its training images keeps
+their top-1 class under quantization noise, so they show nothing), and when their top-1 classes disagree on
+more than the allowed share, the layers with the largest quantization error (TFLite's QuantizationDebugger)
+stay float, as few as make them agree.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import csv
 import io
 import logging
 import posixpath
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,10 +47,11 @@ def file_name(variant: str) -> str:
     return f"model_{variant}.tflite"
 
 
-def calibration_images(cfg: DataConfig, count: int) -> np.ndarray:
-    """The first `count` images of the training split through the evaluation decode, uint8 [n, H, W, 3]. The
-    converter writes examples in a seeded random order, so these are a random sample of the classes."""
-    batches = data.make_eval_dataset(cfg, cfg.image_size, cfg.train_split)
+def calibration_images(cfg: DataConfig, count: int, split: str = "") -> np.ndarray:
+    """The first `count` images of `split` (default: the training split) through the evaluation decode, uint8
+    [n, H, W, 3]. The converter writes examples in a seeded random order, so these are a random sample of the
+    classes."""
+    batches = data.make_eval_dataset(cfg, cfg.image_size, split or cfg.train_split)
     examples = batches.unbatch().filter(lambda pixels, label: label >= 0)  # not the padding
     images = examples.map(lambda image, _: image)
     return np.stack(list(images.take(count).as_numpy_iterator()))
@@ -91,22 +94,24 @@ def quantize_int8(pixels_saved_model: str, calibration: np.ndarray, check: np.nd
         return model, []
     converter = _converter(pixels_saved_model, "int8", calibration)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=lambda: ([image[np.newaxis]] for image in check[:DEBUG_IMAGES]))
-    debugger.run()
-    ranked = _layers_by_error(debugger)
-    kept, count = [], 1
-    while count <= len(ranked):
-        kept = ranked[:count]
-        debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=kept)
-        model = debugger.get_nondebug_quantized_model()
-        share = disagreement(model, check, reference)
-        log.info(f"int8: {len(kept)} layer(s) kept float, top-1 disagrees with float32 on {share:.1%} of "
-                 f"{len(check)} training images")
-        if share <= max_disagreement:
-            break
-        count = count * 2 if count < len(ranked) else len(ranked) + 1
-    return model, kept
+    with warnings.catch_warnings():  # the debugger runs TensorFlow's own (deprecated) interpreter
+        warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([image[np.newaxis]] for image in check[:DEBUG_IMAGES]))
+        debugger.run()
+        ranked = _layers_by_error(debugger)
+        kept, count = [], 1
+        while count <= len(ranked):
+            kept = ranked[:count]
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=kept)
+            model = debugger.get_nondebug_quantized_model()
+            share = disagreement(model, check, reference)
+            log.info(f"int8: {len(kept)} layer(s) kept float, top-1 disagrees with float32 on {share:.1%} of "
+                     f"{len(check)} training images")
+            if share <= max_disagreement:
+                break
+            count = count * 2 if count < len(ranked) else len(ranked) + 1
+        return model, kept
 
 
 def _layers_by_error(debugger) -> list[str]:
