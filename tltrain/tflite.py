@@ -107,7 +107,7 @@ def quantize_int8(pixels_saved_model: str, calibration: np.ndarray, check: np.nd
             model = debugger.get_nondebug_quantized_model()
             share = disagreement(model, check, reference)
             log.info(f"int8: {len(kept)} layer(s) kept float, top-1 disagrees with float32 on {share:.1%} of "
-                     f"{len(check)} training images")
+                     f"{len(check)} check images")
             if share <= max_disagreement:
                 break
             count = count * 2 if count < len(ranked) else len(ranked) + 1
