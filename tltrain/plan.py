@@ -74,11 +74,11 @@ SIZE_SAMPLE = 512  # training records whose height and width are read
 # The settings the plan derives, by flag name. The schedule is one part: giving any of it keeps the old
 # fixed-epoch behaviour for all of it.
 SCHEDULE = ("epochs", "fine_tune_epochs", "steps_per_epoch")
-PLANNED = SCHEDULE + ("patience", "image_size", "batch_size", "cache_features", "cache_fine_tune", "freeze", "fine_tune_at",
-                      "learning_rate",
-                      "fine_tune_learning_rate", "head_units", "dropout", "label_smoothing", "crop_area_range",
-                      "eval_crop_fraction")
-_WITH_SCHEDULE = ("cache_features", "cache_fine_tune", "freeze", "fine_tune_at", "patience")  # follow a given schedule too
+PLANNED = SCHEDULE + ("patience", "image_size", "batch_size", "cache_features", "cache_fine_tune", "freeze",
+                      "fine_tune_at", "learning_rate", "fine_tune_learning_rate", "head_units", "dropout",
+                      "label_smoothing", "crop_area_range", "eval_crop_fraction")
+# Settings that follow a given schedule too (the plan's values for them go with its own schedule).
+_WITH_SCHEDULE = ("cache_features", "cache_fine_tune", "freeze", "fine_tune_at", "patience")
 _SECTION = {"image_size": "data", "batch_size": "data", "crop_area_range": "data", "eval_crop_fraction": "data",
             "head_units": "model", "dropout": "model"}  # the others are TrainConfig fields
 
@@ -194,7 +194,7 @@ def derive(cfg: RunConfig, f: DataFacts, given: frozenset[str] = frozenset()) ->
                    f"for fine-tuning ({'after a trained head' if head_steps else 'with a new head'}), cosine")
     many = f.per_class_median >= MANY_PER_CLASS
     choice.update(head_units=(512,), dropout=0.2, label_smoothing=0.1 if many else 0.0)
-    why.append(f"head      512-unit hidden layer, dropout 0.2, label smoothing "
+    why.append("head      512-unit hidden layer, dropout 0.2, label smoothing "
                + (f"0.1 (at least {MANY_PER_CLASS} images per class)" if many else
                   f"none (fewer than {MANY_PER_CLASS} images per class: smoothed targets cost a head on few "
                   "images 1-4 points)"))
