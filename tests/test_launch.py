@@ -468,7 +468,7 @@ def test_two_worker_job_on_localhost_trains_and_resumes_after_a_worker_is_killed
 # per-replica batch for the global one, the L2 term counted once per worker) changes the weights it learns.
 FULL_BATCH_STEPS = 10
 FULL_BATCH_ARGS = ["--model=simple_cnn", "--weights=none", "--image_size=32", "--batch_size=96", "--freeze=backbone",
-                   "--dropout=0", "--l2=0.001", "--label_smoothing=0.1", "--augment=none", "--cache",
+                   "--head_units=", "--dropout=0", "--l2=0.001", "--label_smoothing=0.1", "--augment=none", "--cache",
                    "--shuffle_buffer=1", "--crop_area_range=1,1", "--optimizer=sgd", "--learning_rate=3",
                    "--schedule=constant", f"--epochs={FULL_BATCH_STEPS}", "--seed=5", "--mixed_precision=none"]
 # The two runs differ only in the order of float additions: the all-reduce adds two workers' sums over 48 examples

@@ -107,7 +107,8 @@ def test_resuming_with_another_model_or_image_size_is_a_one_line_error(tmp_path,
     earlier.model.model, earlier.data.image_size = "simple_cnn", 32
     (model_dir / "config.json").write_text(earlier.to_json())
     (model_dir / "labels.txt").write_text("red\ngreen\nblue\n")
-    base = [f"--records_dir={color_records}", f"--model_dir={model_dir}", "--weights=none"]
+    # The earlier run's head (linear, the default) is given, so the plan's choice of head does not differ first.
+    base = [f"--records_dir={color_records}", f"--model_dir={model_dir}", "--weights=none", "--head_units="]
     message = error_of(*base, "--model=mobilenet_v2", "--alpha=0.35", "--image_size=32")
     assert "holds a run with model=simple_cnn, this one has model=mobilenet_v2" in message
     assert "image_size=32, this one has image_size=48" in error_of(*base, "--model=simple_cnn", "--image_size=48")
