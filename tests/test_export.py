@@ -322,11 +322,11 @@ def test_int8_keeps_its_worst_layers_float_when_it_disagrees_with_float32(traine
     expected = model(validation, training=False).numpy()
     full = tflite.convert(pixels_model, "int8", validation)
     assert tflite.quantize_int8(pixels_model, validation, validation, max_disagreement=0.5) == (full, [])
-    # A budget no model meets: every layer is tried float, worst first, and in the end all of them are, which
-    # leaves only the input's quantization (uint8 pixels: exact) between the model and float32.
+    # A budget no model meets: every layer the debugger ranks is tried float, worst first, and in the end all of
+    # them are: the probabilities come closer to float32's (one run: largest error 6.2e-3 -> 5.8e-4, another left
+    # 2.4e-3: the ops it does not rank stay quantized), and the float weights make the file larger.
     quantized, kept = tflite.quantize_int8(pixels_model, validation, validation, max_disagreement=-1.0)
     assert len(kept) > 3 and all(isinstance(name, str) for name in kept)
     error_full = np.abs(tflite.Classifier(full)(validation) - expected).max()
     error_kept = np.abs(tflite.Classifier(quantized)(validation) - expected).max()
-    assert error_kept < 1e-3 < error_full
-    assert len(full) < len(quantized)  # the float layers' weights are stored as float32
+    assert error_kept < error_full and len(full) < len(quantized)
