@@ -39,8 +39,8 @@ backbone, not values fitted to one data set):
 Then the plan is checked on the data: a short search of the head's learning rate and hidden layer, trained
 on the cached features of 80% of the training split and scored on the other 20% (never on the validation
 split); a candidate replaces the rule's choice only when it is better by more than the held-out accuracy's
-standard error, see `check`. A backbone trained from scratch (--weights=none) gets one phase of everything with the
-phase 2 step rule. `--plan=none` turns all of this off (the fixed defaults of config.py), and giving any of
+standard error, see `check`. A backbone trained from scratch (--weights=none) gets one phase of everything
+with the phase 2 step rule. `--plan=none` turns all of this off (the fixed defaults of config.py), and giving any of
 --epochs, --fine_tune_epochs or --steps_per_epoch keeps the fixed-epoch schedule (with the cache flags,
 --freeze and --patience as given or defaulted).
 """
@@ -290,8 +290,9 @@ def check(job):
     planned ones not given), each candidate trained on the frozen features of 80% of the training split for
     SEARCH_STEPS steps (phase 1's steps when fewer) and scored on the other 20%; the best (accuracy, then
     loss) replaces the plan's when its accuracy is higher by more than the standard error of the plan's on
-    that many held-out images (on a few dozen, the ranking is noise: the rule stands). The training split's features come from the feature cache phase 1 trains on (built here, reused there),
-    or, without a head phase, from the first CHECK_SAMPLE images. Returns the job with the chosen values;
+    that many held-out images (on a few dozen, the ranking is noise: the rule stands). The training split's
+    features come from the feature cache phase 1 trains on (built here, reused there), or, without a head
+    phase, from the first CHECK_SAMPLE images. Returns the job with the chosen values;
     a job with nothing to search (or resuming a checked plan) is returned as it is."""
     import tensorflow as tf
 
@@ -318,8 +319,9 @@ def check(job):
         for rate in rates:
             accuracy, loss = _score_head(cfg, vectors, labels, train_rows, held_rows, head, rate, steps)
             results.append((accuracy, -loss, rate, head))
-    (accuracy, _, rate, head), noise = choose(results, (cfg.train.learning_rate, cfg.model.head_units), len(held_rows))
-    planned = (rate, head) == (cfg.train.learning_rate, cfg.model.head_units)
+    rule = (cfg.train.learning_rate, cfg.model.head_units)
+    (accuracy, _, rate, head), noise = choose(results, rule, len(held_rows))
+    planned = (rate, head) == rule
     lines = [f"{len(train_rows)} training images' features, {len(held_rows)} held out, {steps} steps each: "
              + ", ".join(f"{_head_name(h)} lr {r:g} {a:.3f}" for a, _, r, h in results),
              f"chosen: {_head_name(head)} head, lr {rate:g} (held-out accuracy {accuracy:.3f}; "
