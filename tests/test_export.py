@@ -288,6 +288,16 @@ def test_classification_report_handles_classes_never_predicted():
     assert report["c"]["support"] == 0 and report["c"]["precision"] == 0.0
 
 
+def test_confusion_heatmap_shades_each_cell_by_its_share_of_the_true_class():
+    confusion = np.array([[3, 1, 0], [0, 0, 2], [0, 0, 0]])
+    picture = evaluate.confusion_heatmap(confusion)
+    cell = 256 // 3
+    assert picture.shape == (1, 3 * cell, 3 * cell, 3) and picture.dtype == np.uint8
+    centre = picture[0, cell // 2::cell, cell // 2::cell, 0]  # red falls as the blue deepens
+    assert centre[1, 2] == 8 and centre[2].tolist() == [247] * 3  # all of class b; a class never seen
+    assert centre[0, 1] > centre[0, 0] > centre[1, 2] and centre[0, 2] == 247
+
+
 @pytest.mark.slow
 def test_saved_model_cli_and_predict_command_line(trained, images, tmp_path):
     model_dir, paths = trained

@@ -133,13 +133,13 @@ class Summaries:
                 tf.summary.scalar(name, value, step=step)
             tf.summary.scalar("learning_rate", learning_rate, step=step)
 
-    def evaluation(self, result, class_names: list[str], step: int) -> None:
+    def evaluation(self, result, step: int) -> None:
         if not self.chief:
             return
         with self.validation.as_default():
             for name in EVALUATION_KEYS:
                 tf.summary.scalar(name, getattr(result, name), step=step)
-            evaluate_lib.confusion_summary(result.confusion, class_names, step)
+            tf.summary.image("confusion_matrix", evaluate_lib.confusion_heatmap(result.confusion), step=step)
 
     def augmented_grid(self, images: tf.Tensor, step: int) -> None:
         if self.chief:

@@ -347,7 +347,7 @@ def _train(job: Job) -> dict:
                                           learning_rate))
             record = {**position, **train_metrics}
             if validation is not None:
-                summaries.evaluation(validation, job.class_names, progress.step)
+                summaries.evaluation(validation, progress.step)
                 scores = {name: getattr(validation, name) for name in reporting.EVALUATION_KEYS}
                 metrics_log.write("evaluation", **position, split=cfg.data.validation_split, count=validation.count,
                                   seconds=time.perf_counter() - validation_started, **scores)
