@@ -133,6 +133,25 @@ def test_check_keeps_the_rule_unless_a_candidate_beats_it_by_more_than_the_noise
     assert plan.choose(results, (1e-3, (512,)), held_out=1000)[0] == results[1]  # 2 points > 0.8
 
 
+def test_candidate_heads_trained_together_learn_and_do_not_disturb_each_other(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    centres = rng.normal(size=(4, 32)).astype(np.float32)
+    vectors = centres[labels] + 0.8 * rng.normal(size=(200, 32)).astype(np.float32)
+    train_rows, held_rows = plan._hold_out(labels)
+    cfg = _cfg("", tmp_path)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=16),
+                              model=dataclasses.replace(cfg.model, dropout=0.0),
+                              train=dataclasses.replace(cfg.train, num_classes=4))
+    together = plan._score_heads(cfg, vectors, labels, train_rows, held_rows, [(1e-2, ()), (3e-3, (64,))], 100)
+    alone = plan._score_heads(cfg, vectors, labels, train_rows, held_rows, [(1e-2, ())], 100)
+    assert together[0] == pytest.approx(alone[0], abs=1e-5)  # the second candidate changed nothing of the first
+    untrained = plan._score_heads(cfg, vectors, labels, train_rows, held_rows, [(1e-2, ())], 1)
+    for accuracy, loss in together:
+        assert accuracy > 0.8 and loss < untrained[0][1]  # four classes: chance is 0.25
+
 def test_the_command_line_tells_the_plan_which_flags_it_was_given(records, tmp_path):
     from tltrain import main as main_lib
 
