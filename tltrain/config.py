@@ -118,8 +118,8 @@ class TrainConfig(Section):
     steps_per_execution: int = setting(1, "train steps per tf.function call (>1 for TPUs)", ge=1)
     checkpoint_steps: int = setting(0, "0: only at the end of each epoch", ge=0)
     stop_at_accuracy: float = setting(0.0, "0: never stop early", ge=0, le=1)
-    patience: int = setting(0, "end fine-tuning after this many validations without a better accuracy; 0: never",
-                            ge=0)
+    patience: int = setting(0, "end fine-tuning after this many validations that do not beat its own best "
+                               "accuracy; 0: never", ge=0)
     ema_decay: float = setting(0.0, "keep an exponential moving average of the weights (e.g. 0.999), which is what "
                                     "is validated and kept; 0: off", ge=0, lt=1)
     mixed_precision: MixedPrecision = setting("auto", "auto: float16 on GPUs of capability 7.0+, bfloat16 on TPUs, "
