@@ -264,3 +264,23 @@ def test_fine_tune_on_cached_activations_trains_the_classifiers_top_layers(tmp_p
                                                                  fine_tune_at="block_14_depthwise"))
     with pytest.raises(ValueError, match="--cache_fine_tune: --fine_tune_at=block_14_depthwise is not a cut"):
         train.train(train.prepare(bad_cut))
+
+
+@pytest.mark.slow
+def test_fine_tune_on_images_validates_on_cached_activations_as_on_images(tmp_path, color_records, tltrain_log):
+    """--cache_features without --cache_fine_tune: phase 2 trains on the images, and its validations run the
+    classifier from the cut on over the validation split's stored activations, with the accuracy a pass over
+    the images gives."""
+    cfg = cached_config(color_records, tmp_path / "run", epochs=2, fine_tune_epochs=2, fine_tune_at="block_13",
+                        fine_tune_learning_rate=1e-3)
+    cfg.model = dataclasses.replace(cfg.model, model="mobilenet_v2", alpha=0.35)
+    history = train.train(train.prepare(cfg))["history"]
+    assert [h["phase"] for h in history] == ["transfer"] * 2 + ["fine_tune"] * 2
+    cache = sorted(d.name.split("-")[0] for d in (tmp_path / "run" / "feature_cache").iterdir())
+    assert cache == ["train", "validation", "validation"]  # pooled features, and activations at the cut
+    trained = run_dir.build_model(cfg, 3, "float32", weights="none")
+    tf.train.Checkpoint(model=trained).restore(f"{cfg.train.model_dir}/checkpoints/ckpt-24").expect_partial()
+    images, labels = next(iter(data.make_eval_dataset(cfg.data, 32, "validation").unbatch().batch(1000)))
+    real = labels.numpy() >= 0
+    accuracy = np.mean(trained(images).numpy()[real].argmax(1) == labels.numpy()[real])
+    assert accuracy == pytest.approx(history[-1]["val_accuracy"], abs=1e-9)

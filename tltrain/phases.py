@@ -3,7 +3,8 @@
 A PhaseTask gives the loop the model whose weights the phase's optimizer updates, the batches it reads, how
 they are augmented on the device, and how it is evaluated. ImageTask trains the classifier on the records'
 images; features.CachedTask trains the classifier's own top layers on stored features of its frozen lower
-layers (--cache_features, --cache_fine_tune). task_for picks one for each planned phase.
+layers (--cache_features, --cache_fine_tune); ValidatedOnCache trains on images and validates on stored
+activations (phase 2 with --cache_features alone). task_for picks one for each planned phase.
 """
 
 from __future__ import annotations
@@ -74,9 +75,30 @@ class ImageTask:
         return augmented
 
 
+class ValidatedOnCache:
+    """The run's image task, validated by another evaluator (features.cached_validation)."""
+
+    def __init__(self, images: ImageTask, evaluator: Callable):
+        self.model, self.augmenter = images.model, images.augmenter
+        self._images, self._evaluator = images, evaluator
+
+    def batches(self) -> Iterator:
+        return self._images.batches()
+
+    def evaluate(self, on_step=None):
+        return self._evaluator(on_step)
+
+    def augmented_inputs(self, batch, step: int) -> tf.Tensor:
+        return self._images.augmented_inputs(batch, step)
+
+
 def task_for(job: Job, phase: Phase, images: ImageTask) -> PhaseTask:
     """The task `phase` trains with: a cached one where the flags ask for it (building its cache entries when
-    missing), else the run's image task."""
+    missing), else the run's image task, validated on cached activations where features.validates_cached."""
     if features.applies(job.cfg, phase.name):
         return features.cached_task(job, images.model, phase.name)
+    if features.validates_cached(job, phase.name):
+        evaluator = features.cached_validation(job, images.model)
+        if evaluator is not None:
+            return ValidatedOnCache(images, evaluator)
     return images
