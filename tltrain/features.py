@@ -24,7 +24,7 @@ entry's key adds the cut layer), and phase 2 trains the classifier's own layers 
 which skips the frozen part's forward pass and the image pipeline in every step. With --epochs=0 there is
 no phase 1 (and no pooled cache to build): the head starts with the top blocks. Without --cache_fine_tune,
 phase 2 trains on augmented images, and only its validations run on the stored activations of the
-validation split (see validates_cached).
+validation split (phases.validates_cached).
 """
 
 from __future__ import annotations
@@ -424,33 +424,12 @@ def cached_task(job: Job, model: keras.Model, phase_name: str = "transfer") -> C
     k = cfg.train.steps_per_execution
     dataset = strategy.distribute_datasets_from_function(
         lambda context: train_features(train_entry, cfg, context).batch(k, drop_remainder=True).prefetch(1))
-    return CachedTask(head, iter(dataset), validation_entry and _evaluator(job, head, validation_entry))
+    return CachedTask(head, iter(dataset), validation_entry and evaluator(job, head, validation_entry))
 
 
-def _evaluator(job: Job, head: keras.Model, validation_entry: Entry) -> Callable:
+def evaluator(job: Job, head: keras.Model, validation_entry: Entry) -> Callable:
+    """The validation evaluator of `head` (a model on cached inputs) over the entry's vectors."""
     cfg = job.cfg
     return evaluate_lib.make_evaluator(
         job.strategy, head, cfg, cfg.data.validation_split, len(job.class_names), job.validation_steps,
         make_dataset=lambda context: eval_features(validation_entry, cfg, context))
-
-
-def validates_cached(job: Job, phase_name: str) -> bool:
-    """Whether phase 2 trains on images but validates on the validation split's stored activations below
-    --fine_tune_at: with --cache_features and without --cache_fine_tune. The frozen layers below the cut
-    give every validation image the same activations all phase long, so one pass stores them, and each
-    validation runs only the layers from the cut on (on a small set, validating through the whole backbone
-    cost as much as the epoch's training)."""
-    t = job.cfg.train
-    return phase_name == "fine_tune" and t.cache_features and not t.cache_fine_tune and bool(job.validation_steps)
-
-
-def cached_validation(job: Job, model: keras.Model) -> Callable | None:
-    """The evaluator of `validates_cached`: `model` (the classifier) from the cut on, over the stored
-    activations (built when missing). None, with a line, when --fine_tune_at is not a cut one tensor crosses."""
-    try:
-        lower, top, cut = fine_tune_models(model, job.cfg)
-    except ValueError as error:
-        log.info(f"feature cache: phase 2 validates on images ({str(error).split(': ', 1)[-1]})")
-        return None
-    entry = ensure_entry(job, lower, job.cfg.data.validation_split, 0, weights_digest(lower), cut)
-    return _evaluator(job, top, entry)

@@ -9,6 +9,7 @@ activations (phase 2 with --cache_features alone). task_for picks one for each p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -18,6 +19,8 @@ import tensorflow as tf
 from tltrain import data, data_service, features, steps
 from tltrain import evaluate as evaluate_lib
 from tltrain.job import Job, Phase
+
+log = logging.getLogger(__name__)
 
 
 class PhaseTask(Protocol):
@@ -92,13 +95,35 @@ class ValidatedOnCache:
         return self._images.augmented_inputs(batch, step)
 
 
+def validates_cached(job: Job, phase_name: str) -> bool:
+    """Whether phase 2 trains on images but validates on the validation split's stored activations below
+    --fine_tune_at: with --cache_features and without --cache_fine_tune. The frozen layers below the cut
+    give every validation image the same activations all phase long, so one pass stores them, and each
+    validation runs only the layers from the cut on (on a small set, validating through the whole backbone
+    cost as much as the epoch's training)."""
+    t = job.cfg.train
+    return phase_name == "fine_tune" and t.cache_features and not t.cache_fine_tune and bool(job.validation_steps)
+
+
+def cached_validation(job: Job, model: keras.Model) -> Callable | None:
+    """The evaluator of `validates_cached`: `model` (the classifier) from the cut on, over the stored
+    activations (built when missing). None, with a line, when --fine_tune_at is not a cut one tensor crosses."""
+    try:
+        lower, top, cut = features.fine_tune_models(model, job.cfg)
+    except ValueError as error:
+        log.info(f"feature cache: phase 2 validates on images ({str(error).split(': ', 1)[-1]})")
+        return None
+    entry = features.ensure_entry(job, lower, job.cfg.data.validation_split, 0, features.weights_digest(lower), cut)
+    return features.evaluator(job, top, entry)
+
+
 def task_for(job: Job, phase: Phase, images: ImageTask) -> PhaseTask:
     """The task `phase` trains with: a cached one where the flags ask for it (building its cache entries when
-    missing), else the run's image task, validated on cached activations where features.validates_cached."""
+    missing), else the run's image task, validated on cached activations where `validates_cached`."""
     if features.applies(job.cfg, phase.name):
         return features.cached_task(job, images.model, phase.name)
-    if features.validates_cached(job, phase.name):
-        evaluator = features.cached_validation(job, images.model)
+    if validates_cached(job, phase.name):
+        evaluator = cached_validation(job, images.model)
         if evaluator is not None:
             return ValidatedOnCache(images, evaluator)
     return images
