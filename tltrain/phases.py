@@ -79,7 +79,7 @@ class ImageTask:
 
 
 class ValidatedOnCache:
-    """The run's image task, validated by another evaluator (features.cached_validation)."""
+    """The run's image task, validated by another evaluator (cached_validation's)."""
 
     def __init__(self, images: ImageTask, evaluator: Callable):
         self.model, self.augmenter = images.model, images.augmenter

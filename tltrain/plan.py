@@ -396,9 +396,9 @@ def _score_heads(cfg: RunConfig, vectors, labels, train_rows, held_rows, candida
     keras.utils.set_random_seed(cfg.train.seed)
     num_classes = cfg.train.num_classes
     heads, optimizers = [], []
-    for rate, head in candidates:
+    for rate, hidden in candidates:
         layers = [keras.Input((vectors.shape[1],))]
-        for units in head:
+        for units in hidden:
             layers += [keras.layers.Dropout(cfg.model.dropout), keras.layers.Dense(units, activation="relu")]
         layers += [keras.layers.Dropout(cfg.model.dropout), keras.layers.Dense(num_classes, activation="softmax")]
         heads.append(keras.Sequential(layers))
