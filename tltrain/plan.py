@@ -388,8 +388,8 @@ def _hold_out(labels):
 def _score_heads(cfg: RunConfig, vectors, labels, train_rows, held_rows, candidates, steps) -> list[tuple]:
     """Held-out (accuracy, loss) of each (learning rate, hidden units) candidate head trained on the features
     as phase 1 would train it: Adam with a cosine decay, dropout, label smoothing. All candidates train in one
-    compiled loop on the same batches, each with its own layers and optimizer (one Keras fit per candidate
-    cost two seconds of building and tracing each, several times the training)."""
+    compiled loop on the same batches, each with its own layers and optimizer (six Keras fits, one per
+    candidate, took 12.8 s on 800 images' features; this loop 7 s)."""
     import keras
     import tensorflow as tf
 
