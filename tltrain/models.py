@@ -219,16 +219,25 @@ def build_classifier(model_cfg: ModelConfig, num_classes: int, image_size: int) 
     x = backbone(x)
     pooling = {"avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D, "flatten": layers.Flatten}
     x = pooling[model_cfg.pooling](name=f"{model_cfg.pooling}_pool")(x)
+    for layer in head_layers(model_cfg, num_classes):
+        x = layer(x)
+    return keras.Model(inputs, x, name=key)
+
+
+def head_layers(model_cfg: ModelConfig, num_classes: int) -> list[layers.Layer]:
+    """The new head on the pooled features, in order: per --head_units a dropout and a ReLU layer, then a
+    dropout and the float32 softmax classifier (the dropouts only with --dropout, L2 only with --l2)."""
     regularizer = keras.regularizers.L2(model_cfg.l2) if model_cfg.l2 else None
+    head = []
     for i, units in enumerate(model_cfg.head_units):
         if model_cfg.dropout:
-            x = layers.Dropout(model_cfg.dropout, name=f"head_dropout_{i}")(x)
-        x = layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"head_dense_{i}")(x)
+            head.append(layers.Dropout(model_cfg.dropout, name=f"head_dropout_{i}"))
+        head.append(layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"head_dense_{i}"))
     if model_cfg.dropout:
-        x = layers.Dropout(model_cfg.dropout, name="dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer, dtype="float32",
-                           name="predictions")(x)
-    return keras.Model(inputs, outputs, name=key)
+        head.append(layers.Dropout(model_cfg.dropout, name="dropout"))
+    head.append(layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer, dtype="float32",
+                             name="predictions"))
+    return head
 
 
 @keras.saving.register_keras_serializable(package="tltrain")

@@ -387,9 +387,9 @@ def _hold_out(labels):
 
 def _score_heads(cfg: RunConfig, vectors, labels, train_rows, held_rows, candidates, steps) -> list[tuple]:
     """Held-out (accuracy, loss) of each (learning rate, hidden units) candidate head trained on the features
-    as phase 1 would train it: Adam with a cosine decay, dropout, label smoothing. All candidates train in one
-    compiled loop on the same batches, each with its own layers and optimizer (six Keras fits, one per
-    candidate, took 12.8 s on 800 images' features; this loop 7 s)."""
+    as phase 1 would train it: the classifier's head layers, Adam with a cosine decay, label smoothing, L2 with
+    --l2. All candidates train in one compiled loop on the same batches, each with its own layers and optimizer
+    (six Keras fits, one per candidate, took 12.8 s on 800 images' features; this loop 7 s)."""
     import keras
     import tensorflow as tf
 
@@ -397,11 +397,8 @@ def _score_heads(cfg: RunConfig, vectors, labels, train_rows, held_rows, candida
     num_classes = cfg.train.num_classes
     heads, optimizers = [], []
     for rate, hidden in candidates:
-        layers = [keras.Input((vectors.shape[1],))]
-        for units in hidden:
-            layers += [keras.layers.Dropout(cfg.model.dropout), keras.layers.Dense(units, activation="relu")]
-        layers += [keras.layers.Dropout(cfg.model.dropout), keras.layers.Dense(num_classes, activation="softmax")]
-        heads.append(keras.Sequential(layers))
+        head_cfg = dataclasses.replace(cfg.model, head_units=hidden)
+        heads.append(keras.Sequential([keras.Input((vectors.shape[1],)), *models.head_layers(head_cfg, num_classes)]))
         optimizers.append(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(rate, steps)))
         optimizers[-1].build(heads[-1].trainable_variables)
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing)
@@ -414,7 +411,7 @@ def _score_heads(cfg: RunConfig, vectors, labels, train_rows, held_rows, candida
     def train(dataset):
         for features, targets in dataset:
             with tf.GradientTape() as tape:
-                loss = tf.add_n([loss_fn(targets, head(features, training=True)) for head in heads])
+                loss = tf.add_n([loss_fn(targets, head(features, training=True)) + sum(head.losses) for head in heads])
             gradients = tape.gradient(loss, [head.trainable_variables for head in heads])
             for optimizer, head, head_gradients in zip(optimizers, heads, gradients):
                 optimizer.apply(head_gradients, head.trainable_variables)
