@@ -87,10 +87,12 @@ def _write_tflite(model: keras.Model, cfg, class_names: list[str], export_dir: s
     costs at most one right answer, so that bounds the drop on those images."""
     calibration = check = None
     if "int8" in variants:
-        unseen = cfg.data.validation_split
-        images = tflite.calibration_images(cfg.data, quantize_samples + (0 if unseen else CHECK_IMAGES))
-        calibration, check = images[:quantize_samples], images[quantize_samples:]
-        check = tflite.calibration_images(cfg.data, CHECK_IMAGES, unseen) if unseen else check
+        if cfg.data.validation_split:
+            calibration = tflite.calibration_images(cfg.data, quantize_samples)
+            check = tflite.calibration_images(cfg.data, CHECK_IMAGES, cfg.data.validation_split)
+        else:
+            images = tflite.calibration_images(cfg.data, quantize_samples + CHECK_IMAGES)
+            calibration, check = images[:quantize_samples], images[quantize_samples:]
         check = check if len(check) else calibration
     with tempfile.TemporaryDirectory() as pixels_model:
         write_pixels_model(model, cfg.data.image_size, pixels_model)
